@@ -1,0 +1,165 @@
+//! What a caller gets when it does not get the value.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// A follower gave up waiting: [`Group::work_timeout`](crate::Group::work_timeout)
+/// returned before the leader finished.
+///
+/// The flight goes on without this caller; the leader and every other
+/// follower still get the value.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::thread;
+/// use std::time::Duration;
+/// use sync_singleflight::{Group, Timeout};
+///
+/// let group: Group<&str, u32> = Group::new();
+/// let (started, is_started) = mpsc::channel();
+/// let (release, is_released) = mpsc::channel::<()>();
+/// thread::scope(|s| {
+///     s.spawn(|| {
+///         group.work("slow", || {
+///             started.send(()).unwrap();
+///             is_released.recv().unwrap();
+///             1
+///         })
+///     });
+///     is_started.recv().unwrap();
+///     let waited = group.work_timeout("slow", Duration::ZERO, || unreachable!());
+///     assert_eq!(waited, Err(Timeout));
+///     assert_eq!(Timeout.to_string(), "timed out waiting for the leader of a flight");
+///     release.send(()).unwrap();
+/// });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timeout;
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for the leader of a flight")
+    }
+}
+
+impl std::error::Error for Timeout {}
+
+/// The panic payload every follower of a flight unwinds with when the
+/// flight's leader panicked.
+///
+/// A follower's [`work`](crate::Group::work) call panics through
+/// [`std::panic::resume_unwind`] with a `LeaderPanicked` box, so it can be
+/// recovered with [`std::panic::catch_unwind`] and
+/// [`downcast_ref`](Box::downcast_ref). The leader's own thread keeps its
+/// original payload.
+///
+/// # Examples
+///
+/// ```
+/// use std::panic::{self, AssertUnwindSafe};
+/// use std::sync::Barrier;
+/// use std::thread;
+/// use sync_singleflight::{Group, LeaderPanicked};
+///
+/// let group: Group<u32, u32> = Group::new();
+/// let joined = Barrier::new(2);
+/// thread::scope(|s| {
+///     let leader = s.spawn(|| {
+///         panic::catch_unwind(AssertUnwindSafe(|| {
+///             group.work(&7, || {
+///                 joined.wait(); // a follower is about to join
+///                 while group.stats().followers_joined == 0 {
+///                     thread::yield_now();
+///                 }
+///                 panic!("backend exploded")
+///             })
+///         }))
+///     });
+///     joined.wait();
+///     let follower = panic::catch_unwind(AssertUnwindSafe(|| group.work(&7, || 0)));
+///     let payload = follower.unwrap_err();
+///     let why = payload.downcast_ref::<LeaderPanicked>().unwrap();
+///     assert_eq!(why.message(), Some("backend exploded"));
+///     assert!(leader.join().unwrap().is_err());
+/// });
+/// assert_eq!(group.in_flight(), 0);
+/// ```
+#[derive(Clone)]
+pub struct LeaderPanicked {
+    message: Option<Arc<str>>,
+}
+
+impl LeaderPanicked {
+    /// Keeps the message of a `&str` or `String` payload, as `panic!` makes.
+    pub(crate) fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
+            Some(Arc::from(*text))
+        } else {
+            payload.downcast_ref::<String>().map(|text| Arc::from(text.as_str()))
+        };
+        LeaderPanicked { message }
+    }
+
+    /// The leader's panic message, when its payload was a `&str` or a
+    /// `String` (what `panic!` produces); `None` for other payloads.
+    ///
+    /// # Examples
+    ///
+    /// See [`LeaderPanicked`].
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl fmt::Debug for LeaderPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaderPanicked")
+            .field("message", &self.message())
+            .finish()
+    }
+}
+
+impl fmt::Display for LeaderPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.message() {
+            Some(message) => write!(f, "the leader of this flight panicked: {message}"),
+            None => f.write_str("the leader of this flight panicked"),
+        }
+    }
+}
+
+impl std::error::Error for LeaderPanicked {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_str_and_string_messages() {
+        let from_str = LeaderPanicked::from_payload(&"boom");
+        assert_eq!(from_str.message(), Some("boom"));
+        let from_string = LeaderPanicked::from_payload(&String::from("bang"));
+        assert_eq!(from_string.message(), Some("bang"));
+        assert_eq!(
+            from_string.to_string(),
+            "the leader of this flight panicked: bang"
+        );
+    }
+
+    #[test]
+    fn other_payloads_have_no_message() {
+        let other = LeaderPanicked::from_payload(&42_u32);
+        assert_eq!(other.message(), None);
+        assert_eq!(other.to_string(), "the leader of this flight panicked");
+    }
+
+    #[test]
+    fn is_send_sync_error() {
+        fn assert_traits<T: Send + Sync + std::error::Error + Clone + 'static>() {}
+        assert_traits::<LeaderPanicked>();
+        assert_traits::<Timeout>();
+    }
+}

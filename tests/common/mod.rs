@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests: every test that could hang runs
+//! under a deadline and fails with a message instead.
+
+#![allow(dead_code)]
+
+use std::panic;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single test may take before it is declared hung. Generous:
+/// this is an upper bound on a deadlock, not a timing assertion.
+pub const HANG: Duration = Duration::from_secs(30);
+
+/// Runs `body` on a helper thread and fails with a clear message if it has
+/// not finished within [`HANG`]. A panic in `body` is re-raised here.
+pub fn with_deadline<T: Send + 'static>(name: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = mpsc::channel();
+    let worker = thread::Builder::new()
+        .name(format!("{name}-body"))
+        .spawn(move || {
+            let result = panic::catch_unwind(panic::AssertUnwindSafe(body));
+            let _ = done.send(());
+            result
+        })
+        .expect("spawn test body");
+    match finished.recv_timeout(HANG) {
+        Ok(()) => match worker.join().expect("body result is caught") {
+            Ok(value) => value,
+            Err(payload) => panic::resume_unwind(payload),
+        },
+        Err(_) => panic!("{name}: hung for more than {HANG:?} (a caller never returned)"),
+    }
+}
+
+/// Polls `condition` until it holds; fails after [`HANG`] naming `what`.
+/// Used to wait for a state (such as "3 followers joined") rather than
+/// sleeping and hoping.
+pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < HANG, "gave up waiting until {what}");
+        thread::yield_now();
+    }
+}
+
+/// Silences the default panic message for panics the test provokes on
+/// purpose, while keeping it for everything else.
+pub fn quiet_expected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if !text.contains("expected-panic") && !text.contains("recursive") {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// The message of a panic payload made by `panic!`, if any.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+}
