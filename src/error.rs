@@ -18,11 +18,12 @@ use std::sync::Arc;
 /// use std::time::Duration;
 /// use sync_singleflight::{Group, Timeout};
 ///
-/// let group: Group<&str, u32> = Group::new();
+/// let group: Group<String, u32> = Group::new();
+/// let group = &group;
 /// let (started, is_started) = mpsc::channel();
 /// let (release, is_released) = mpsc::channel::<()>();
 /// thread::scope(|s| {
-///     s.spawn(|| {
+///     s.spawn(move || {
 ///         group.work("slow", || {
 ///             started.send(()).unwrap();
 ///             is_released.recv().unwrap();
@@ -53,7 +54,7 @@ impl std::error::Error for Timeout {}
 /// A follower's [`work`](crate::Group::work) call panics through
 /// [`std::panic::resume_unwind`] with a `LeaderPanicked` box, so it can be
 /// recovered with [`std::panic::catch_unwind`] and
-/// [`downcast_ref`](Box::downcast_ref). The leader's own thread keeps its
+/// [`downcast_ref`](std::any::Any#method.downcast_ref-1). The leader's own thread keeps its
 /// original payload.
 ///
 /// # Examples
@@ -98,7 +99,9 @@ impl LeaderPanicked {
         let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
             Some(Arc::from(*text))
         } else {
-            payload.downcast_ref::<String>().map(|text| Arc::from(text.as_str()))
+            payload
+                .downcast_ref::<String>()
+                .map(|text| Arc::from(text.as_str()))
         };
         LeaderPanicked { message }
     }

@@ -226,7 +226,11 @@ impl<K, V> Shard<K, V> {
 
     fn in_flight(&self) -> usize {
         let flights = self.flights.lock();
-        flights.list.iter().filter(|flight| !flight.forgotten).count()
+        flights
+            .list
+            .iter()
+            .filter(|flight| !flight.forgotten)
+            .count()
     }
 
     fn add_stats_to(&self, stats: &mut Stats) {

@@ -70,13 +70,17 @@ mod imp {
     impl<T> Deref for MutexGuard<'_, T> {
         type Target = T;
         fn deref(&self) -> &T {
-            self.guard.as_ref().expect("guard is only absent inside a wait")
+            self.guard
+                .as_ref()
+                .expect("guard is only absent inside a wait")
         }
     }
 
     impl<T> DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
-            self.guard.as_mut().expect("guard is only absent inside a wait")
+            self.guard
+                .as_mut()
+                .expect("guard is only absent inside a wait")
         }
     }
 

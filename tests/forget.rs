@@ -65,10 +65,16 @@ fn forget_starts_a_new_flight_and_the_old_leader_leaves_it_alone() {
                 })
             })
         };
-        wait_until("the third caller joined", || group.stats().followers_joined == 1);
+        wait_until("the third caller joined", || {
+            group.stats().followers_joined == 1
+        });
         release_second.send(()).unwrap();
         assert_eq!(second.join().unwrap(), 2);
-        assert_eq!(third.join().unwrap(), 2, "the third caller joins the second flight");
+        assert_eq!(
+            third.join().unwrap(),
+            2,
+            "the third caller joins the second flight"
+        );
         assert_eq!(third_ran.load(Ordering::SeqCst), 0);
         assert_eq!(group.in_flight(), 0);
         assert_eq!(group.stats().forgets, 1);
@@ -84,7 +90,9 @@ fn followers_of_a_forgotten_flight_still_get_its_value() {
             let group = group.clone();
             thread::spawn(move || group.work_with_role("key", || unreachable!()))
         };
-        wait_until("the follower joined", || group.stats().followers_joined == 1);
+        wait_until("the follower joined", || {
+            group.stats().followers_joined == 1
+        });
         assert!(group.forget("key"));
 
         let (new, release_new) = blocked_leader(&group, "key", 2);

@@ -43,8 +43,12 @@ fn concurrent_callers_share_exactly_one_run() {
 
         let callers: Vec<_> = (0..CALLERS)
             .map(|_| {
-                let (group, runs, released, entered) =
-                    (group.clone(), runs.clone(), released.clone(), entered.clone());
+                let (group, runs, released, entered) = (
+                    group.clone(),
+                    runs.clone(),
+                    released.clone(),
+                    entered.clone(),
+                );
                 thread::spawn(move || {
                     group.work("key", || {
                         runs.fetch_add(1, Ordering::SeqCst);
@@ -131,12 +135,18 @@ fn a_followers_function_is_dropped_without_running() {
                 })
             })
         };
-        wait_until("the follower joined", || group.stats().followers_joined == 1);
+        wait_until("the follower joined", || {
+            group.stats().followers_joined == 1
+        });
         release.send(()).unwrap();
         assert_eq!(leader.join().unwrap(), 10);
         assert_eq!(follower.join().unwrap(), 10);
         assert_eq!(ran.load(Ordering::SeqCst), 0, "the follower's f never runs");
-        assert_eq!(drops.load(Ordering::SeqCst), 1, "the follower's f is dropped once");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "the follower's f is dropped once"
+        );
     });
 }
 
@@ -169,7 +179,10 @@ fn roles_and_caller_counts_are_reported() {
         });
         release.send(()).unwrap();
         let led = leader.join().unwrap();
-        assert_eq!((led.value, led.role, led.callers), (7, Role::Leader, FOLLOWERS + 1));
+        assert_eq!(
+            (led.value, led.role, led.callers),
+            (7, Role::Leader, FOLLOWERS + 1)
+        );
         assert!(led.is_shared());
         for follower in followers {
             let got = follower.join().unwrap();
@@ -179,7 +192,10 @@ fn roles_and_caller_counts_are_reported() {
             );
         }
         let alone = group.work_with_role("k", || 8);
-        assert_eq!((alone.role, alone.callers, alone.is_shared()), (Role::Leader, 1, false));
+        assert_eq!(
+            (alone.role, alone.callers, alone.is_shared()),
+            (Role::Leader, 1, false)
+        );
     });
 }
 
@@ -234,7 +250,8 @@ fn group_is_send_sync_and_fits_in_statics() {
     assert_send_sync::<Group<u64, Result<String, Arc<std::io::Error>>>>();
 
     static STD: LazyLock<Group<String, u32>> = LazyLock::new(Group::new);
-    static ONCE_CELL: once_cell::sync::Lazy<Group<u64, u32>> = once_cell::sync::Lazy::new(Group::new);
+    static ONCE_CELL: once_cell::sync::Lazy<Group<u64, u32>> =
+        once_cell::sync::Lazy::new(Group::new);
     assert_eq!(STD.work("k", || 1), 1);
     assert_eq!(ONCE_CELL.work(&1, || 2), 2);
     let debug = format!("{:?}", *STD);
@@ -361,7 +378,9 @@ fn dropping_one_handle_while_others_wait_is_fine() {
             let group = group.clone();
             thread::spawn(move || group.work(&1, || unreachable!()))
         };
-        wait_until("the follower joined", || group.stats().followers_joined == 1);
+        wait_until("the follower joined", || {
+            group.stats().followers_joined == 1
+        });
         drop(group);
         release.send(()).unwrap();
         assert_eq!(leader.join().unwrap(), "v");

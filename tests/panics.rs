@@ -33,7 +33,9 @@ where
     (0..n)
         .map(|_| {
             let (group, key) = (group.clone(), key.clone());
-            thread::spawn(move || catch(|| group.work(&key, || panic!("a follower's f must not run"))))
+            thread::spawn(move || {
+                catch(|| group.work(&key, || panic!("a follower's f must not run")))
+            })
         })
         .collect()
 }
@@ -78,11 +80,17 @@ fn every_caller_sees_the_leaders_panic() {
         for follower in followers {
             let payload = follower.join().unwrap().expect_err("each follower panics");
             let why = leader_panic_of(&*payload);
-            assert_eq!(why.message(), Some("expected-panic: invalid memory address"));
+            assert_eq!(
+                why.message(),
+                Some("expected-panic: invalid memory address")
+            );
         }
         assert_eq!(group.in_flight(), 0);
         let stats = group.stats();
-        assert_eq!((stats.leader_panics, stats.follower_panics), (1, FOLLOWERS as u64));
+        assert_eq!(
+            (stats.leader_panics, stats.follower_panics),
+            (1, FOLLOWERS as u64)
+        );
         assert_eq!(group.work("key", || 2), 2, "the group stays usable");
     });
 }
@@ -102,7 +110,9 @@ fn a_custom_payload_reaches_the_leader_intact() {
                 catch(|| {
                     group.work(&1, || {
                         entered.send(()).unwrap();
-                        wait_until("the follower joined", || group.stats().followers_joined == 1);
+                        wait_until("the follower joined", || {
+                            group.stats().followers_joined == 1
+                        });
                         panic::panic_any(Code(7))
                     })
                 })
@@ -161,7 +171,9 @@ fn a_cycle_through_other_keys_on_one_thread_panics() {
     with_deadline("recursion_cycle", || {
         let group: Group<u64, u64> = Group::new();
         let payload = catch(|| {
-            group.work(&1, || group.work(&2, || group.work(&3, || group.work(&1, || 0))))
+            group.work(&1, || {
+                group.work(&2, || group.work(&3, || group.work(&1, || 0)))
+            })
         })
         .unwrap_err();
         assert!(panic_message(&*payload).unwrap().contains("recursive"));
@@ -181,7 +193,9 @@ fn followers_of_a_recursive_leader_learn_why() {
                 catch(|| {
                     group.work(&1, || {
                         entered.send(()).unwrap();
-                        wait_until("the follower joined", || group.stats().followers_joined == 1);
+                        wait_until("the follower joined", || {
+                            group.stats().followers_joined == 1
+                        });
                         group.work(&1, || 0)
                     })
                 })
@@ -191,7 +205,12 @@ fn followers_of_a_recursive_leader_learn_why() {
         let follower = spawn_followers(&group, 1, 1).pop().unwrap();
         assert!(leader.join().unwrap().is_err());
         let payload = follower.join().unwrap().unwrap_err();
-        assert!(leader_panic_of(&*payload).message().unwrap().contains("recursive"));
+        assert!(
+            leader_panic_of(&*payload)
+                .message()
+                .unwrap()
+                .contains("recursive")
+        );
         assert_eq!(group.in_flight(), 0);
     });
 }
@@ -282,7 +301,9 @@ fn panicking_key_traits_hurt_only_their_caller() {
             let group = group.clone();
             thread::spawn(move || group.work(&HostileKey::plain(1), || 0))
         };
-        wait_until("a healthy follower joined", || group.stats().followers_joined == 1);
+        wait_until("a healthy follower joined", || {
+            group.stats().followers_joined == 1
+        });
         release.send(()).unwrap();
         assert_eq!(leader.join().unwrap(), 10);
         assert_eq!(follower.join().unwrap(), 10);
@@ -312,10 +333,14 @@ impl Clone for Fragile {
 /// Runs one flight of a `Fragile` value with `followers` followers, where
 /// the clone numbered `panicking_clone` (1 is the leader's copy for its
 /// followers) panics. Returns what the leader and each follower got.
-fn fragile_flight(
-    followers: usize,
-    panicking_clone: isize,
-) -> (Caught<Fragile>, Vec<Caught<Fragile>>, Arc<Group<u64, Fragile>>) {
+/// What the leader and each follower of a fragile flight got.
+type FragileFlight = (
+    Caught<Fragile>,
+    Vec<Caught<Fragile>>,
+    Arc<Group<u64, Fragile>>,
+);
+
+fn fragile_flight(followers: usize, panicking_clone: isize) -> FragileFlight {
     let group = Arc::new(Group::<u64, Fragile>::new());
     let (entered, leader_entered) = mpsc::channel();
     let leader = {
@@ -353,7 +378,10 @@ fn a_panicking_clone_in_a_follower_hurts_only_that_follower() {
         assert_eq!(ok.len(), 2, "the other followers still get the value");
         assert!(ok.iter().all(|got| got.as_ref().unwrap().n == 5));
         let payload = failed.into_iter().next().unwrap().unwrap_err();
-        assert_eq!(panic_message(&*payload).as_deref(), Some("expected-panic in V::clone"));
+        assert_eq!(
+            panic_message(&*payload).as_deref(),
+            Some("expected-panic in V::clone")
+        );
         assert_eq!(group.in_flight(), 0);
     });
 }
@@ -364,7 +392,10 @@ fn a_panicking_clone_in_the_leader_is_a_leader_panic() {
     with_deadline("leader_clone_panics", || {
         let (leader, followers, group) = fragile_flight(2, 1);
         let payload = leader.unwrap_err();
-        assert_eq!(panic_message(&*payload).as_deref(), Some("expected-panic in V::clone"));
+        assert_eq!(
+            panic_message(&*payload).as_deref(),
+            Some("expected-panic in V::clone")
+        );
         for follower in followers {
             let payload = follower.unwrap_err();
             assert_eq!(
@@ -483,13 +514,18 @@ fn a_follower_whose_closure_panics_on_drop_does_not_strand_the_flight() {
             let group = group.clone();
             thread::spawn(move || group.work(&1, || 0))
         };
-        wait_until("both followers joined", || group.stats().followers_joined == 2);
+        wait_until("both followers joined", || {
+            group.stats().followers_joined == 2
+        });
         release.send(()).unwrap();
         let led = leader.join().unwrap();
         assert_eq!((led.value, led.callers), (3, 3));
         assert_eq!(good.join().unwrap(), 3);
         let payload = bad.join().unwrap().unwrap_err();
-        assert_eq!(panic_message(&*payload).as_deref(), Some("expected-panic in F::drop"));
+        assert_eq!(
+            panic_message(&*payload).as_deref(),
+            Some("expected-panic in F::drop")
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 0);
         assert_eq!(group.in_flight(), 0);
     });

@@ -35,7 +35,9 @@ fn a_follower_gives_up_and_the_flight_goes_on() {
             let group = group.clone();
             thread::spawn(move || group.work_with_role(&1, || unreachable!()))
         };
-        wait_until("the patient follower joined", || group.stats().followers_joined == 1);
+        wait_until("the patient follower joined", || {
+            group.stats().followers_joined == 1
+        });
 
         let bound = Duration::from_millis(50);
         let started = Instant::now();
@@ -61,7 +63,10 @@ fn zero_means_do_not_wait() {
         let group = Arc::new(Group::<u64, u64>::new());
         let (leader, release) = blocked_leader(&group);
         for _ in 0..3 {
-            assert_eq!(group.work_timeout(&1, Duration::ZERO, || unreachable!()), Err(Timeout));
+            assert_eq!(
+                group.work_timeout(&1, Duration::ZERO, || unreachable!()),
+                Err(Timeout)
+            );
         }
         release.send(()).unwrap();
         assert_eq!(leader.join().unwrap(), 100);
@@ -79,7 +84,9 @@ fn max_means_wait_forever_without_overflow() {
             let group = group.clone();
             thread::spawn(move || group.work_timeout(&1, Duration::MAX, || unreachable!()))
         };
-        wait_until("the follower joined", || group.stats().followers_joined == 1);
+        wait_until("the follower joined", || {
+            group.stats().followers_joined == 1
+        });
         release.send(()).unwrap();
         assert_eq!(follower.join().unwrap(), Ok(100));
         assert_eq!(leader.join().unwrap(), 100);
@@ -90,7 +97,9 @@ fn max_means_wait_forever_without_overflow() {
             let years = Duration::from_secs(100 * 365 * 24 * 3600);
             thread::spawn(move || group.work_timeout(&1, years, || unreachable!()))
         };
-        wait_until("the second follower joined", || group.stats().followers_joined == 2);
+        wait_until("the second follower joined", || {
+            group.stats().followers_joined == 2
+        });
         release.send(()).unwrap();
         assert_eq!(follower.join().unwrap(), Ok(100));
         assert_eq!(leader.join().unwrap(), 100);

@@ -14,7 +14,10 @@ pub const HANG: Duration = Duration::from_secs(30);
 
 /// Runs `body` on a helper thread and fails with a clear message if it has
 /// not finished within [`HANG`]. A panic in `body` is re-raised here.
-pub fn with_deadline<T: Send + 'static>(name: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn with_deadline<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (done, finished) = mpsc::channel();
     let worker = thread::Builder::new()
         .name(format!("{name}-body"))
