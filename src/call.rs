@@ -130,16 +130,19 @@ impl<V> Call<V> {
                     // Counted down before cloning, so that if the clone
                     // panics the last follower still takes the stored value.
                     *waiting -= 1;
+                    let callers = *callers;
+                    // A panicking clone is caught so it never unwinds through
+                    // the guard, then resumed once the lock is released.
                     let value = if *waiting == 0 {
-                        value.take()
+                        Ok(value.take())
                     } else {
-                        value.clone()
+                        panic::catch_unwind(AssertUnwindSafe(|| value.clone()))
                     };
-                    let value = value.expect("each registered follower collects exactly once");
-                    return Ok(Ok(Delivered {
-                        value,
-                        callers: *callers,
-                    }));
+                    drop(state);
+                    let value = value
+                        .unwrap_or_else(|payload| panic::resume_unwind(payload))
+                        .expect("each registered follower collects exactly once");
+                    return Ok(Ok(Delivered { value, callers }));
                 }
             }
             match deadline {
@@ -152,6 +155,21 @@ impl<V> Call<V> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Checks, in tests and models, the promise that no value is ever dropped
+/// inside a call: the last follower always takes the stored copy.
+#[cfg(any(debug_assertions, loom))]
+impl<V> Drop for Call<V> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let state = self.state.lock();
+        if let Phase::Finished { value, .. } = &state.phase {
+            assert!(value.is_none(), "a finished value was never collected");
         }
     }
 }

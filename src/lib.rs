@@ -168,6 +168,7 @@
 //! which do not poison, and every path removes its entry before unwinding.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod call;
 mod error;

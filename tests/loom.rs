@@ -1,0 +1,272 @@
+//! Model checks of the core with loom: every interleaving of two or three
+//! threads over leader completion, leader panic, follower timeout, forget,
+//! new arrivals and panicking clones.
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom
+//! ```
+//!
+//! Under `--cfg loom` the crate's `sync` module swaps parking_lot and std
+//! for loom's models, so these drive the real `Group` code. A timed wait is
+//! modelled as "the deadline passes while the lock is released" (see
+//! `src/sync.rs`), which is exactly the race between a timeout and a
+//! completion. Every model ends by checking that nothing is left in flight
+//! and that the counters account for every caller.
+
+#![cfg(loom)]
+
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+use sync_singleflight::{Group, LeaderPanicked, Role, Timeout};
+
+/// Panics are part of several models; their messages would flood the
+/// output once per explored interleaving.
+fn silence_panics() {
+    if std::env::var_os("LOOM_SHOW_PANICS").is_none() {
+        panic::set_hook(Box::new(|_| {}));
+    }
+}
+
+fn model(body: impl Fn() + Sync + Send + 'static) {
+    silence_panics();
+    loom::model(body);
+}
+
+fn assert_quiet<V>(group: &Group<u32, V>) {
+    assert_eq!(group.in_flight(), 0, "an entry was left behind");
+    let stats = group.stats();
+    assert_eq!(
+        stats.followers_joined,
+        stats.followers_served + stats.follower_timeouts + stats.follower_panics,
+        "a follower is unaccounted for: {stats:?}"
+    );
+}
+
+// The leader completes while one or two followers join. Every caller gets a
+// value produced by a run for the key, runs never outnumber leaders, and the
+// leader's caller count matches the followers it served.
+#[test]
+fn leader_completes_while_followers_join() {
+    model(|| {
+        let group = Arc::new(Group::<u32, usize>::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let call = |group: Arc<Group<u32, usize>>, runs: Arc<AtomicUsize>| {
+            move || {
+                group.work_with_role(&1, || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    7
+                })
+            }
+        };
+        let a = thread::spawn(call(group.clone(), runs.clone()));
+        let b = thread::spawn(call(group.clone(), runs.clone()));
+        let c = call(group.clone(), runs.clone())();
+        let outcomes = [a.join().unwrap(), b.join().unwrap(), c];
+
+        assert!(outcomes.iter().all(|o| o.value == 7));
+        let leaders = outcomes.iter().filter(|o| o.role == Role::Leader).count();
+        assert_eq!(leaders, runs.load(Ordering::Relaxed));
+        let served: usize = outcomes
+            .iter()
+            .filter(|o| o.role == Role::Leader)
+            .map(|o| o.callers)
+            .sum();
+        assert_eq!(served, 3, "each caller is counted by exactly one leader");
+        assert_quiet(&group);
+        assert_eq!(group.stats().leader_runs, leaders as u64);
+    });
+}
+
+// The leader panics with followers waiting: each caller either led and got
+// the original payload, or followed and got `LeaderPanicked`; none hangs.
+#[test]
+fn leader_panics_with_followers_waiting() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let call = |group: Arc<Group<u32, u32>>| {
+            move || {
+                panic::catch_unwind(AssertUnwindSafe(|| {
+                    group.work(&1, || panic::panic_any("boom"))
+                }))
+            }
+        };
+        let a = thread::spawn(call(group.clone()));
+        let b = thread::spawn(call(group.clone()));
+        let c = call(group.clone())();
+        let mut leaders = 0;
+        for result in [a.join().unwrap(), b.join().unwrap(), c] {
+            let payload = result.expect_err("nobody gets a value");
+            if let Some(why) = payload.downcast_ref::<LeaderPanicked>() {
+                assert_eq!(why.message(), Some("boom"));
+            } else {
+                assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+                leaders += 1;
+            }
+        }
+        assert_quiet(&group);
+        let stats = group.stats();
+        assert_eq!(stats.leader_panics, leaders);
+        assert_eq!(stats.leader_runs, leaders);
+        assert_eq!(stats.follower_panics, 3 - leaders);
+    });
+}
+
+// A follower times out exactly as the leader completes: it either gets the
+// value (and is counted by the leader) or a timeout (and is not); the value
+// is never lost and never counted twice.
+#[test]
+fn follower_times_out_as_leader_completes() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let leader = {
+            let group = group.clone();
+            thread::spawn(move || group.work_with_role(&1, || 7))
+        };
+        let impatient = group.work_timeout(&1, Duration::from_millis(1), || 8);
+        let led = leader.join().unwrap();
+
+        match impatient {
+            // It ran its own flight; the other thread led or followed it.
+            Ok(8) => assert!(led.value == 8 || led.value == 7),
+            // It followed and was served: the leader counted it.
+            Ok(7) => {
+                assert_eq!(led.role, Role::Leader);
+                assert_eq!(led.callers, 2);
+            }
+            Err(Timeout) => {
+                assert_eq!(led.role, Role::Leader);
+                assert_eq!(led.callers, 1, "a timed-out follower was counted as served");
+            }
+            Ok(other) => panic!("unexpected value {other}"),
+        }
+        assert_quiet(&group);
+    });
+}
+
+// `forget` races the leader's completion and a new arrival: the old leader
+// must never remove or complete the new flight, and nobody hangs.
+#[test]
+fn forget_races_completion_and_a_new_arrival() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let call = |group: Arc<Group<u32, u32>>, runs: Arc<AtomicUsize>, value: u32| {
+            move || {
+                group.work(&1, || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    value
+                })
+            }
+        };
+        let first = thread::spawn(call(group.clone(), runs.clone(), 1));
+        let forgetter = {
+            let group = group.clone();
+            thread::spawn(move || group.forget(&1))
+        };
+        let second = call(group.clone(), runs.clone(), 2)();
+        let first = first.join().unwrap();
+        let forgot = forgetter.join().unwrap();
+
+        assert!(first == 1 || first == 2);
+        assert!(second == 1 || second == 2);
+        let runs = runs.load(Ordering::Relaxed) as u64;
+        let stats = group.stats();
+        assert_eq!(stats.leader_runs, runs);
+        assert_eq!(stats.forgets, u64::from(forgot));
+        assert_quiet(&group);
+    });
+}
+
+/// A value whose second clone panics.
+#[derive(Debug)]
+struct Brittle {
+    clones: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Clone for Brittle {
+    fn clone(&self) -> Self {
+        let n = self
+            .clones
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        assert!(n != 2, "clone panicked");
+        Brittle {
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+// A `V::clone` panics in a follower: only that follower panics (with the
+// clone's own payload), the others get the value, nothing is left behind,
+// and the stored copy is still collected (the `Call` asserts that no value
+// is dropped inside it).
+#[test]
+fn value_clone_panics_in_a_follower() {
+    model(|| {
+        let group = Arc::new(Group::<u32, Brittle>::new());
+        let call = |group: Arc<Group<u32, Brittle>>| {
+            move || {
+                panic::catch_unwind(AssertUnwindSafe(|| {
+                    group
+                        .work_with_role(&1, || Brittle {
+                            clones: Default::default(),
+                        })
+                        .role
+                }))
+            }
+        };
+        let a = thread::spawn(call(group.clone()));
+        let b = thread::spawn(call(group.clone()));
+        let c = call(group.clone())();
+        let mut clone_panics = 0;
+        for result in [a.join().unwrap(), b.join().unwrap(), c] {
+            if let Err(payload) = result {
+                assert!(
+                    payload.downcast_ref::<LeaderPanicked>().is_none(),
+                    "a follower's clone panic must not look like a leader panic"
+                );
+                clone_panics += 1;
+            }
+        }
+        assert!(clone_panics <= 1);
+        assert_eq!(group.in_flight(), 0);
+        let stats = group.stats();
+        assert_eq!(
+            stats.followers_joined,
+            stats.followers_served + clone_panics,
+            "{stats:?}"
+        );
+        assert_eq!(stats.leader_panics, 0);
+    });
+}
+
+// A recursive call is detected under every interleaving with a follower.
+#[test]
+fn recursion_is_detected_with_a_follower_around() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let other = {
+            let group = group.clone();
+            thread::spawn(move || panic::catch_unwind(AssertUnwindSafe(|| group.work(&1, || 5))))
+        };
+        let nested =
+            panic::catch_unwind(AssertUnwindSafe(|| group.work(&1, || group.work(&1, || 6))));
+        let other = other.join().unwrap();
+        // Either this thread led and its nested call panicked (and the other
+        // thread, if it followed, got LeaderPanicked), or the other thread led
+        // first and this one followed it.
+        match nested {
+            Err(_) => {
+                if let Err(payload) = other {
+                    assert!(payload.downcast_ref::<LeaderPanicked>().is_some());
+                }
+            }
+            Ok(value) => assert_eq!(value, 5, "it can only have followed the other thread"),
+        }
+        assert_quiet(&group);
+    });
+}
