@@ -11,14 +11,21 @@
 //! implementations run back to back, so ratios compare like with like on a
 //! noisy machine. Ratios are to Go.
 
+#[path = "../shared/workloads.rs"]
+mod workloads;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use workloads::{
+    Crate03, Naive, Ours, Peer, Until, hot, keys, sleep_1ms, spin_100us, w1, w2, wake_latency,
+};
 
 // ---------------------------------------------------------------------------
 // A counting allocator, switched on only while memory is measured.
@@ -54,224 +61,44 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 // ---------------------------------------------------------------------------
-// The Rust contenders, behind one trait.
-
-trait Peer: Send + Sync + 'static {
-    const NAME: &'static str;
-    /// Whether a function may call `work` on another key (singleflight 0.3
-    /// holds its global lock while the function runs, so it deadlocks).
-    const NESTS: bool = true;
-    fn new() -> Self;
-    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64;
-}
-
-struct Ours(sync_singleflight::Group<String, u64>);
-
-impl Peer for Ours {
-    const NAME: &'static str = "sync-singleflight";
-    fn new() -> Self {
-        Ours(sync_singleflight::Group::new())
-    }
-    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64 {
-        self.0.work(key, f)
-    }
-}
-
-struct Crate03(singleflight::Group<u64>);
-
-impl Peer for Crate03 {
-    const NAME: &'static str = "singleflight 0.3";
-    const NESTS: bool = false;
-    fn new() -> Self {
-        Crate03(singleflight::Group::new())
-    }
-    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64 {
-        self.0.work(key, f)
-    }
-}
-
-/// What a user would write by hand with the standard library.
-#[derive(Default)]
-struct Naive {
-    calls: Mutex<HashMap<String, Arc<NaiveCall>>>,
-}
-
-#[derive(Default)]
-struct NaiveCall {
-    value: Mutex<Option<u64>>,
-    done: Condvar,
-}
-
-impl Peer for Naive {
-    const NAME: &'static str = "naive std";
-    fn new() -> Self {
-        Naive::default()
-    }
-    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64 {
-        let mut calls = self.calls.lock().unwrap();
-        if let Some(call) = calls.get(key) {
-            let call = call.clone();
-            drop(calls);
-            let mut value = call.value.lock().unwrap();
-            while value.is_none() {
-                value = call.done.wait(value).unwrap();
-            }
-            return value.unwrap();
-        }
-        let call = Arc::new(NaiveCall::default());
-        calls.insert(key.to_owned(), call.clone());
-        drop(calls);
-        let value = f();
-        // Removed before publishing: otherwise a follower that loops straight
-        // back finds the finished entry and is served a stale value.
-        self.calls.lock().unwrap().remove(key);
-        *call.value.lock().unwrap() = Some(value);
-        call.done.notify_all();
-        value
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Workloads. Each returns its figures as name/value pairs.
+// Workloads (shared with the criterion benches) and their figures.
 
 type Figures = Vec<(&'static str, f64)>;
 
-fn keys(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}key:{i}")).collect()
-}
-
-/// W1: one thread over 4096 distinct keys, trivial function.
-fn w1<P: Peer>(calls: usize) -> Figures {
+fn w1_figures<P: Peer>(calls: u64) -> Figures {
     let peer = P::new();
     let keys = keys("", 4096);
-    for i in 0..100_000 {
-        peer.work(&keys[i & 4095], || 1);
-    }
-    let start = Instant::now();
-    for i in 0..calls {
-        std::hint::black_box(peer.work(&keys[i & 4095], || 1));
-    }
-    vec![(
-        "ns_per_call",
-        start.elapsed().as_nanos() as f64 / calls as f64,
-    )]
-}
-
-/// W2: two threads, 2048 disjoint keys each; aggregate ns per call, timed
-/// from the release of both threads to the end of the slower one.
-fn w2<P: Peer>(calls: usize) -> Figures {
-    let peer = P::new();
-    let ready = Barrier::new(3);
-    let elapsed = thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|t| {
-                let (peer, ready) = (&peer, &ready);
-                s.spawn(move || {
-                    let keys = keys(&format!("t{t}:"), 2048);
-                    for i in 0..50_000 {
-                        peer.work(&keys[i & 2047], || 1);
-                    }
-                    ready.wait();
-                    for i in 0..calls / 2 {
-                        std::hint::black_box(peer.work(&keys[i & 2047], || 1));
-                    }
-                    Instant::now()
-                })
-            })
-            .collect();
-        ready.wait();
-        let start = Instant::now();
-        let end = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap();
-        end - start
-    });
+    w1(&peer, &keys, 100_000);
+    let elapsed = w1(&peer, &keys, calls);
     vec![("ns_per_call", elapsed.as_nanos() as f64 / calls as f64)]
 }
 
-/// W3/W4: `threads` threads loop on one hot key for `seconds`.
-fn hot<P: Peer>(threads: usize, seconds: f64, f: fn()) -> Figures {
-    let peer = P::new();
-    let calls = AtomicU64::new(0);
-    let executions = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    let start = Instant::now();
-    thread::scope(|s| {
-        for _ in 0..threads {
-            let (peer, calls, executions, stop) = (&peer, &calls, &executions, &stop);
-            s.spawn(move || {
-                while !stop.load(Relaxed) {
-                    peer.work("hot", || {
-                        executions.fetch_add(1, Relaxed);
-                        f();
-                        1
-                    });
-                    calls.fetch_add(1, Relaxed);
-                }
-            });
-        }
-        thread::sleep(Duration::from_secs_f64(seconds));
-        stop.store(true, Relaxed);
-    });
-    let elapsed = start.elapsed().as_secs_f64();
+fn w2_figures<P: Peer>(calls: u64) -> Figures {
+    let elapsed = w2(&P::new(), calls);
+    vec![("ns_per_call", elapsed.as_nanos() as f64 / calls as f64)]
+}
+
+fn hot_figures<P: Peer>(seconds: f64, f: fn()) -> Figures {
+    let run = hot(
+        &P::new(),
+        64,
+        Until::Time(Duration::from_secs_f64(seconds)),
+        f,
+    );
     vec![
-        ("calls_per_sec", calls.load(Relaxed) as f64 / elapsed),
-        ("executions", executions.load(Relaxed) as f64),
+        (
+            "calls_per_sec",
+            run.calls as f64 / run.elapsed.as_secs_f64(),
+        ),
+        ("executions", run.executions as f64),
     ]
 }
 
-fn spin_100us() {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_micros(100) {
-        std::hint::spin_loop();
-    }
-}
-
-fn sleep_1ms() {
-    thread::sleep(Duration::from_millis(1));
-}
-
-/// Wake latency: from the leader's function returning to the last
-/// follower's `work` returning, over `rounds` flights.
-fn latency<P: Peer>(followers: usize, rounds: usize) -> Figures {
+fn latency_figures<P: Peer>(followers: usize, rounds: usize) -> Figures {
     let peer = P::new();
-    let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let arrived = Barrier::new(followers + 1);
-        let leader_returned = Mutex::new(None);
-        let (leader_in, leader_entered) = std::sync::mpsc::channel();
-        let ends = thread::scope(|s| {
-            let (peer, arrived, leader_returned) = (&peer, &arrived, &leader_returned);
-            s.spawn(move || {
-                peer.work("k", || {
-                    leader_in.send(()).unwrap();
-                    arrived.wait();
-                    thread::sleep(Duration::from_millis(2)); // let the followers park
-                    *leader_returned.lock().unwrap() = Some(Instant::now());
-                    1
-                })
-            });
-            leader_entered.recv().unwrap();
-            let handles: Vec<_> = (0..followers)
-                .map(|_| {
-                    s.spawn(move || {
-                        arrived.wait();
-                        peer.work("k", || 1);
-                        Instant::now()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .max()
-                .unwrap()
-        });
-        let returned = leader_returned.lock().unwrap().unwrap();
-        samples.push(ends.saturating_duration_since(returned).as_secs_f64() * 1e6);
-    }
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| wake_latency(&peer, followers).as_secs_f64() * 1e6)
+        .collect();
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[(q * (samples.len() - 1) as f64) as usize];
     vec![("p50_us", at(0.5)), ("p99_us", at(0.99))]
@@ -497,12 +324,12 @@ fn format_value(value: f64) -> String {
 fn run_rust<P: Peer>(workload: &str, scale: f64) -> Figures {
     let n = |base: f64| (base * scale).max(1.0) as usize;
     match workload {
-        "w1" => w1::<P>(n(2_000_000.0)),
-        "w2" => w2::<P>(n(2_000_000.0)),
-        "w3" => hot::<P>(64, 1.5 * scale, spin_100us),
-        "w4" => hot::<P>(64, 1.5 * scale, sleep_1ms),
-        "latency8" => latency::<P>(8, n(200.0)),
-        "latency64" => latency::<P>(64, n(200.0)),
+        "w1" => w1_figures::<P>(n(2_000_000.0) as u64),
+        "w2" => w2_figures::<P>(n(2_000_000.0) as u64),
+        "w3" => hot_figures::<P>(1.5 * scale, spin_100us),
+        "w4" => hot_figures::<P>(1.5 * scale, sleep_1ms),
+        "latency8" => latency_figures::<P>(8, n(200.0)),
+        "latency64" => latency_figures::<P>(64, n(200.0)),
         "memory" => memory::<P>(),
         _ => unreachable!(),
     }

@@ -1,0 +1,231 @@
+//! Workloads shared by the criterion benches (`benches/workloads.rs`) and
+//! the peer harness (`benches/peers/main.rs`), so both measure the same thing.
+
+#![allow(dead_code)] // each bench target uses a different part
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The contenders, behind one trait.
+pub trait Peer: Send + Sync + 'static {
+    const NAME: &'static str;
+    /// Whether a function may call `work` on another key (singleflight 0.3
+    /// holds its global lock while the function runs, so it deadlocks).
+    const NESTS: bool = true;
+    fn new() -> Self;
+    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64;
+}
+
+pub struct Ours(sync_singleflight::Group<String, u64>);
+
+impl Peer for Ours {
+    const NAME: &'static str = "sync-singleflight";
+    fn new() -> Self {
+        Ours(sync_singleflight::Group::new())
+    }
+    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64 {
+        self.0.work(key, f)
+    }
+}
+
+pub struct Crate03(singleflight::Group<u64>);
+
+impl Peer for Crate03 {
+    const NAME: &'static str = "singleflight 0.3";
+    const NESTS: bool = false;
+    fn new() -> Self {
+        Crate03(singleflight::Group::new())
+    }
+    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64 {
+        self.0.work(key, f)
+    }
+}
+
+/// What a user would write by hand with the standard library.
+#[derive(Default)]
+pub struct Naive {
+    calls: Mutex<HashMap<String, Arc<NaiveCall>>>,
+}
+
+#[derive(Default)]
+struct NaiveCall {
+    value: Mutex<Option<u64>>,
+    done: Condvar,
+}
+
+impl Peer for Naive {
+    const NAME: &'static str = "naive std";
+    fn new() -> Self {
+        Naive::default()
+    }
+    fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64 {
+        let mut calls = self.calls.lock().unwrap();
+        if let Some(call) = calls.get(key) {
+            let call = call.clone();
+            drop(calls);
+            let mut value = call.value.lock().unwrap();
+            while value.is_none() {
+                value = call.done.wait(value).unwrap();
+            }
+            return value.unwrap();
+        }
+        let call = Arc::new(NaiveCall::default());
+        calls.insert(key.to_owned(), call.clone());
+        drop(calls);
+        let value = f();
+        // Removed before publishing: otherwise a follower that loops straight
+        // back finds the finished entry and is served a stale value.
+        self.calls.lock().unwrap().remove(key);
+        *call.value.lock().unwrap() = Some(value);
+        call.done.notify_all();
+        value
+    }
+}
+
+pub fn keys(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}key:{i}")).collect()
+}
+
+/// W1: one thread cycles over `keys` (4096 distinct ones), trivial function.
+pub fn w1<P: Peer>(peer: &P, keys: &[String], calls: u64) -> Duration {
+    let mask = keys.len() - 1;
+    let start = Instant::now();
+    for i in 0..calls as usize {
+        std::hint::black_box(peer.work(&keys[i & mask], || 1));
+    }
+    start.elapsed()
+}
+
+/// W2: two threads, 2048 disjoint keys each, `calls` in all; timed from the
+/// release of both threads to the end of the slower one.
+pub fn w2<P: Peer>(peer: &P, calls: u64) -> Duration {
+    let ready = Barrier::new(3);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let ready = &ready;
+                s.spawn(move || {
+                    let keys = keys(&format!("t{t}:"), 2048);
+                    for i in 0..10_000 {
+                        peer.work(&keys[i & 2047], || 1);
+                    }
+                    ready.wait();
+                    for i in 0..(calls / 2) as usize {
+                        std::hint::black_box(peer.work(&keys[i & 2047], || 1));
+                    }
+                    Instant::now()
+                })
+            })
+            .collect();
+        ready.wait();
+        let start = Instant::now();
+        let end = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap();
+        end - start
+    })
+}
+
+/// When a hot-key run stops.
+#[derive(Clone, Copy)]
+pub enum Until {
+    Calls(u64),
+    Time(Duration),
+}
+
+pub struct HotRun {
+    pub elapsed: Duration,
+    pub calls: u64,
+    pub executions: u64,
+}
+
+/// W3/W4: `threads` threads loop on one hot key running `f`.
+pub fn hot<P: Peer>(peer: &P, threads: usize, until: Until, f: fn()) -> HotRun {
+    let calls = AtomicU64::new(0);
+    let executions = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..threads {
+            let (calls, executions, stop) = (&calls, &executions, &stop);
+            s.spawn(move || {
+                while !stop.load(Relaxed) {
+                    peer.work("hot", || {
+                        executions.fetch_add(1, Relaxed);
+                        f();
+                        1
+                    });
+                    let done = calls.fetch_add(1, Relaxed) + 1;
+                    if let Until::Calls(limit) = until {
+                        if done >= limit {
+                            stop.store(true, Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        if let Until::Time(duration) = until {
+            thread::sleep(duration);
+            stop.store(true, Relaxed);
+        }
+    });
+    HotRun {
+        elapsed: start.elapsed(),
+        calls: calls.load(Relaxed),
+        executions: executions.load(Relaxed),
+    }
+}
+
+pub fn spin_100us() {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_micros(100) {
+        std::hint::spin_loop();
+    }
+}
+
+pub fn sleep_1ms() {
+    thread::sleep(Duration::from_millis(1));
+}
+
+/// One flight with `followers` parked followers: the time from the leader's
+/// function returning to the last follower's `work` returning.
+pub fn wake_latency<P: Peer>(peer: &P, followers: usize) -> Duration {
+    let arrived = Barrier::new(followers + 1);
+    let leader_returned = Mutex::new(None);
+    let (leader_in, leader_entered) = std::sync::mpsc::channel();
+    let last_end = thread::scope(|s| {
+        let (arrived, leader_returned) = (&arrived, &leader_returned);
+        s.spawn(move || {
+            peer.work("k", || {
+                leader_in.send(()).unwrap();
+                arrived.wait();
+                // An upper bound for the followers to park; not measured.
+                thread::sleep(Duration::from_millis(2));
+                *leader_returned.lock().unwrap() = Some(Instant::now());
+                1
+            })
+        });
+        leader_entered.recv().unwrap();
+        let handles: Vec<_> = (0..followers)
+            .map(|_| {
+                s.spawn(move || {
+                    arrived.wait();
+                    peer.work("k", || 1);
+                    Instant::now()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    });
+    let returned = leader_returned.into_inner().unwrap().unwrap();
+    last_end.saturating_duration_since(returned)
+}
