@@ -1,0 +1,391 @@
+//! The pieces of the thundering-herd demo, shared with `tests/http.rs`: an
+//! embedded SQLite database behind a small blocking connection pool, a
+//! threaded `tiny_http` server that looks users up (directly or through a
+//! `Group`), and a `ureq` client that fires bursts at it.
+
+#![allow(dead_code)] // the demo and the test each use a part
+
+use std::fmt;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+use sync_singleflight::{Group, Role};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: u64,
+    pub name: String,
+    pub email: String,
+}
+
+impl User {
+    /// What the database holds for `id`, so clients can check every body.
+    pub fn expected(id: u64) -> User {
+        User {
+            id,
+            name: format!("user-{id}"),
+            email: format!("user{id}@example.test"),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        format!(
+            r#"{{"id":{},"name":"{}","email":"{}"}}"#,
+            self.id, self.name, self.email
+        )
+    }
+}
+
+#[derive(Debug)]
+pub enum LookupError {
+    NotFound(u64),
+    Sqlite(rusqlite::Error),
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::NotFound(id) => write!(f, "user {id} not found"),
+            LookupError::Sqlite(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+/// Errors are not `Clone`, so the group shares them through an `Arc`.
+pub type Lookup = Result<User, Arc<LookupError>>;
+
+/// A scratch directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> io::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "sync-singleflight-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Called before each query with the id being looked up; tests use it to
+/// hold a query until every request of a burst has arrived.
+pub type QueryGate = Box<dyn Fn(u64) + Send + Sync>;
+
+/// A SQLite file behind a fixed pool of connections; every query that
+/// reaches SQLite is counted.
+pub struct Database {
+    pool: Mutex<Vec<Connection>>,
+    returned: Condvar,
+    queries: AtomicU64,
+    delay: Duration,
+    gate: Option<QueryGate>,
+}
+
+impl Database {
+    /// Creates `users` rows in `dir/users.db` and opens `connections`
+    /// connections. Each lookup holds a connection for `delay` before its
+    /// query, standing in for a slow database.
+    pub fn create(
+        dir: &Path,
+        users: u64,
+        connections: usize,
+        delay: Duration,
+    ) -> rusqlite::Result<Database> {
+        let path = dir.join("users.db");
+        let mut setup = Connection::open(&path)?;
+        setup.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL);",
+        )?;
+        let insert = setup.transaction()?;
+        {
+            let mut row =
+                insert.prepare("INSERT INTO users (id, name, email) VALUES (?1, ?2, ?3)")?;
+            for id in 1..=users {
+                let user = User::expected(id);
+                row.execute((user.id, &user.name, &user.email))?;
+            }
+        }
+        insert.commit()?;
+        let pool = (0..connections.max(1))
+            .map(|_| Connection::open(&path))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Database {
+            pool: Mutex::new(pool),
+            returned: Condvar::new(),
+            queries: AtomicU64::new(0),
+            delay,
+            gate: None,
+        })
+    }
+
+    pub fn with_gate(mut self, gate: QueryGate) -> Database {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Queries that reached SQLite so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::SeqCst)
+    }
+
+    /// The slow lookup: waits for a free connection, holds it for the
+    /// configured delay, then runs a real query.
+    pub fn find_user(&self, id: u64) -> Lookup {
+        if let Some(gate) = &self.gate {
+            gate(id);
+        }
+        let connection = {
+            let mut pool = self.pool.lock().unwrap();
+            loop {
+                match pool.pop() {
+                    Some(connection) => break connection,
+                    None => pool = self.returned.wait(pool).unwrap(),
+                }
+            }
+        };
+        thread::sleep(self.delay);
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let found = connection
+            .query_row(
+                "SELECT id, name, email FROM users WHERE id = ?1",
+                [id],
+                |row| {
+                    Ok(User {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        email: row.get(2)?,
+                    })
+                },
+            )
+            .optional();
+        self.pool.lock().unwrap().push(connection);
+        self.returned.notify_one();
+        match found {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => Err(Arc::new(LookupError::NotFound(id))),
+            Err(e) => Err(Arc::new(LookupError::Sqlite(e))),
+        }
+    }
+}
+
+/// The application: the database, and optionally a group in front of it.
+pub struct App {
+    pub db: Database,
+    pub group: Option<Arc<Group<u64, Lookup>>>,
+    /// For each flight its leader ran: how many callers it served.
+    pub flight_sizes: Mutex<Vec<usize>>,
+}
+
+impl App {
+    pub fn new(db: Database, group: Option<Arc<Group<u64, Lookup>>>) -> App {
+        App {
+            db,
+            group,
+            flight_sizes: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn lookup(&self, id: u64) -> Lookup {
+        let Some(group) = &self.group else {
+            return self.db.find_user(id);
+        };
+        let outcome = group.work_with_role(&id, || self.db.find_user(id));
+        if outcome.role == Role::Leader {
+            self.flight_sizes.lock().unwrap().push(outcome.callers);
+        }
+        outcome.value
+    }
+}
+
+/// A `tiny_http` server on loopback with a fixed pool of worker threads.
+pub struct Server {
+    http: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(app: Arc<App>, workers: usize) -> io::Result<Server> {
+        let http = tiny_http::Server::http("127.0.0.1:0").map_err(io::Error::other)?;
+        let addr = http
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| io::Error::other("not an IP listener"))?;
+        let http = Arc::new(http);
+        let workers = (0..workers.max(1))
+            .map(|_| {
+                let (http, app) = (http.clone(), app.clone());
+                thread::spawn(move || {
+                    // `recv` fails once the server is unblocked for shutdown.
+                    while let Ok(request) = http.recv() {
+                        let _ = respond(&app, request);
+                    }
+                })
+            })
+            .collect();
+        Ok(Server {
+            http,
+            addr,
+            workers,
+        })
+    }
+
+    /// Gives `tiny_http` one idle connection thread per client before a
+    /// burst. Its pool spawns a thread for a new connection only when none
+    /// is idle, and counts a thread as idle until it actually wakes, so a
+    /// burst of connections arriving together queues behind busy keep-alive
+    /// connections and is served one client at a time. Holding `clients`
+    /// connections open at once (each answered, so each has its own thread)
+    /// and then closing them leaves that many threads idle for the burst.
+    pub fn warm_up(&self, clients: usize) {
+        let ping = format!("{}/ping", self.base_url());
+        let agents: Vec<ureq::Agent> = (0..clients)
+            .map(|_| {
+                let agent = client();
+                // Each ping is answered before the next connection opens, so
+                // the pool never sees two connections arrive together.
+                let _ = agent
+                    .get(&ping)
+                    .call()
+                    .and_then(|mut r| r.body_mut().read_to_string());
+                agent
+            })
+            .collect();
+        drop(agents);
+        // Let the closed connections' threads go back to waiting.
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(self) {
+        for _ in &self.workers {
+            self.http.unblock();
+        }
+        for worker in self.workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn respond(app: &App, request: tiny_http::Request) -> io::Result<()> {
+    let id = request
+        .url()
+        .strip_prefix("/user/")
+        .and_then(|id| id.parse::<u64>().ok());
+    let (status, body) = match id {
+        None if request.url() == "/ping" => (200, r#"{"pong":true}"#.to_string()),
+        None => (400, r#"{"error":"expected GET /user/<id>"}"#.to_string()),
+        Some(id) => match app.lookup(id) {
+            Ok(user) => (200, user.to_json()),
+            Err(error) => {
+                let status = match *error {
+                    LookupError::NotFound(_) => 404,
+                    LookupError::Sqlite(_) => 500,
+                };
+                (status, format!(r#"{{"error":"{error}"}}"#))
+            }
+        },
+    };
+    let json =
+        tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header");
+    request.respond(
+        tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(json),
+    )
+}
+
+/// A `ureq` agent that reports HTTP errors as statuses, keeps its
+/// connection alive between requests, and gives up after 30 s.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// One response as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub id: u64,
+    pub status: u16,
+    pub body: String,
+    pub latency: Duration,
+}
+
+/// Fires `ids.len()` requests at `base_url` from `concurrency` client
+/// threads (each with its own `ureq` agent), calling `progress` after each.
+pub fn burst(
+    base_url: &str,
+    ids: &[u64],
+    concurrency: usize,
+    progress: &(dyn Fn() + Sync),
+) -> Vec<Reply> {
+    let concurrency = concurrency.clamp(1, ids.len().max(1));
+    let chunks: Vec<Vec<u64>> = (0..concurrency)
+        .map(|c| ids.iter().copied().skip(c).step_by(concurrency).collect())
+        .collect();
+    thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    let agent = client();
+                    chunk
+                        .into_iter()
+                        .map(|id| {
+                            let start = Instant::now();
+                            let reply = agent.get(&format!("{base_url}/user/{id}")).call();
+                            let (status, body) = match reply {
+                                Ok(mut response) => {
+                                    let status = response.status().as_u16();
+                                    let mut body = String::new();
+                                    let _ =
+                                        response.body_mut().as_reader().read_to_string(&mut body);
+                                    (status, body)
+                                }
+                                Err(e) => (0, e.to_string()),
+                            };
+                            progress();
+                            Reply {
+                                id,
+                                status,
+                                body,
+                                latency: start.elapsed(),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
