@@ -7,31 +7,69 @@
 //! parking_lot is invisible to loom, which is why nothing outside this module
 //! may name it directly.
 //!
-//! The exported API is parking_lot's shape (no poisoning) plus std's thread
-//! parking, and the loom side adapts to it.
+//! The exported API has no poisoning, and the loom side adapts to it. The
+//! shard locks are parking_lot's; the per-flight wait uses std's futex
+//! condvar (see `HerdLock`).
 
 #[cfg(not(loom))]
 mod imp {
+    use std::sync::PoisonError;
     use std::time::Instant;
 
     pub(crate) use parking_lot::Mutex;
     pub(crate) use std::sync::Arc;
     pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) use std::thread::{Thread, park};
-
-    pub(crate) fn current_thread_handle() -> Thread {
-        std::thread::current()
+    /// A mutex and condvar pair whose `notify_all` wakes every waiter with
+    /// one futex call (std's), rather than requeueing them onto the mutex
+    /// to be woken one unlock at a time (parking_lot's): a herd of
+    /// followers then wakes in one go and only contends briefly on the lock.
+    #[derive(Default, Debug)]
+    pub(crate) struct HerdLock<T> {
+        mutex: std::sync::Mutex<T>,
+        woken: std::sync::Condvar,
     }
 
-    /// Parks until unparked, woken spuriously, or `deadline`; returns
-    /// whether the deadline has passed.
-    pub(crate) fn park_until(deadline: Instant) -> bool {
-        let now = Instant::now();
-        if now >= deadline {
-            return true;
+    pub(crate) type HerdGuard<'a, T> = std::sync::MutexGuard<'a, T>;
+
+    impl<T> HerdLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            HerdLock {
+                mutex: std::sync::Mutex::new(value),
+                woken: std::sync::Condvar::new(),
+            }
         }
-        std::thread::park_timeout(deadline - now);
-        Instant::now() >= deadline
+
+        /// Poisoning is ignored: no code holding this lock can panic.
+        pub(crate) fn lock(&self) -> HerdGuard<'_, T> {
+            self.mutex.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        pub(crate) fn wait<'a>(&self, guard: HerdGuard<'a, T>) -> HerdGuard<'a, T> {
+            self.woken
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// Waits until notified (or spuriously woken) or `deadline`; also
+        /// returns whether the deadline has passed.
+        pub(crate) fn wait_until<'a>(
+            &self,
+            guard: HerdGuard<'a, T>,
+            deadline: Instant,
+        ) -> (HerdGuard<'a, T>, bool) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return (guard, true);
+            };
+            let (guard, _) = self
+                .woken
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner);
+            (guard, Instant::now() >= deadline)
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.woken.notify_all();
+        }
     }
 
     /// Identifies the calling thread for recursion detection.
@@ -74,20 +112,50 @@ mod imp {
         }
     }
 
-    pub(crate) use loom::thread::{Thread, park};
-
-    pub(crate) fn current_thread_handle() -> Thread {
-        loom::thread::current()
+    /// loom's mutex and condvar behind the same API as the normal build.
+    #[derive(Debug)]
+    pub(crate) struct HerdLock<T> {
+        mutex: loom::sync::Mutex<T>,
+        woken: loom::sync::Condvar,
     }
 
-    /// loom has no clock, so a timed park is modelled as "the deadline
-    /// passes before anyone unparks us": it yields (loom may run anyone in
-    /// between) and reports a timeout. The caller must then re-check its
-    /// condition under its lock, which is exactly the race a real timeout
-    /// has with the flight landing.
-    pub(crate) fn park_until(_deadline: Instant) -> bool {
-        loom::thread::yield_now();
-        true
+    pub(crate) type HerdGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    impl<T> HerdLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            HerdLock {
+                mutex: loom::sync::Mutex::new(value),
+                woken: loom::sync::Condvar::new(),
+            }
+        }
+
+        pub(crate) fn lock(&self) -> HerdGuard<'_, T> {
+            self.mutex.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        pub(crate) fn wait<'a>(&self, guard: HerdGuard<'a, T>) -> HerdGuard<'a, T> {
+            self.woken
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// loom has no clock, so a timed wait is modelled as "the deadline
+        /// passes at some point while the lock is released": the lock is
+        /// dropped and re-taken (loom may run anyone in between) and the
+        /// wait reports a timeout. The caller must then re-check its
+        /// condition, which is exactly the race a real timeout has.
+        pub(crate) fn wait_until<'a>(
+            &'a self,
+            guard: HerdGuard<'a, T>,
+            _deadline: Instant,
+        ) -> (HerdGuard<'a, T>, bool) {
+            drop(guard);
+            (self.lock(), true)
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.woken.notify_all();
+        }
     }
 
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
