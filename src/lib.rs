@@ -66,7 +66,7 @@
 //! | no cancellation or timeouts | followers can time out; the leader always finishes |
 //! | one mutex for the whole group | sharded table: distinct keys rarely share a lock, never wait for each other's function |
 //!
-//! # Differences from `once_cell`, `OnceLock` and moka's `get_with`
+//! # Differences from the standard library's `OnceLock`, `once_cell` and moka's `get_with`
 //!
 //! Those cells *cache*: a value, once computed, is kept. A group keeps
 //! nothing; it only merges calls that overlap in time.
@@ -137,6 +137,23 @@
 //!     .unwrap_or(100); // stale default if the flight takes too long
 //! assert_eq!(price, 120);
 //! ```
+//!
+//! # Bad input gets a clear answer
+//!
+//! | input | what happens |
+//! |---|---|
+//! | a recursive call for a key this thread is leading (also through other keys) | panics at once: "…recursive call for a key whose flight this thread is already leading…" |
+//! | `work_timeout` with `Duration::ZERO` | a follower gives up at once with [`Timeout`]; a leader runs `f` as usual |
+//! | `work_timeout` with `Duration::MAX` (or any timeout past the clock's range) | waits forever, like [`Group::work`]; nothing overflows |
+//! | a key whose `Hash`, `Eq` or `ToOwned`/`Clone` panics | the calling thread panics; no entry is added or left behind, and nobody else notices |
+//! | `f` panics | the leader unwinds with its payload, its followers with [`LeaderPanicked`] |
+//! | `V::clone` panics in a follower | that follower unwinds with the clone's panic; the others get their value |
+//! | `V::clone` panics in the leader (copying the value for its followers) | treated as a leader panic: the followers get [`LeaderPanicked`] |
+//! | a value whose `Drop` panics | the group never drops a value itself, so the panic happens where your code drops its copy |
+//! | a closure whose captures panic on `Drop` (a follower's unused `f`) | it is dropped after the follower has its value, so only that follower panics |
+//! | the `Group` dropped while another thread waits on it through an `Arc<Group>` | the `Arc` keeps the group alive until that thread returns; only the last owner drops it |
+//!
+//! Each row has a test in `tests/` (`panics.rs`, `timeout.rs`, `group.rs`).
 //!
 //! # FAQ
 //!
