@@ -6,12 +6,15 @@
 //! - A lone leader's flight holds only its slot in the shard's vector: the
 //!   rendezvous is allocated when a second caller arrives.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 
+use common::blocked_leader;
 use sync_singleflight::Group;
 
 struct PerThreadCounting;
@@ -158,19 +161,7 @@ fn a_second_caller_allocates_the_rendezvous() {
         })
     };
     for flight in 1..=2u64 {
-        let (entered, leader_entered) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                group.work(&1, move || {
-                    entered.send(()).unwrap();
-                    released.recv().unwrap();
-                    5
-                })
-            })
-        };
-        leader_entered.recv().unwrap();
+        let (leader, release) = blocked_leader(&group, 1, 5);
         go.send(()).unwrap();
         while group.stats().followers_joined < flight {
             thread::yield_now();

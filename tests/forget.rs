@@ -4,34 +4,10 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 
-use common::{wait_until, with_deadline};
+use common::{blocked_leader, wait_until, with_deadline};
 use sync_singleflight::Group;
-
-type Gate = (mpsc::Sender<()>, mpsc::Receiver<()>);
-
-/// Starts a leader for `key` whose function reports entry and blocks until
-/// released, then returns `value`.
-fn blocked_leader(
-    group: &Arc<Group<String, u32>>,
-    key: &'static str,
-    value: u32,
-) -> (thread::JoinHandle<u32>, mpsc::Sender<()>) {
-    let (entered, leader_entered): Gate = mpsc::channel();
-    let (release, released): Gate = mpsc::channel();
-    let group = group.clone();
-    let handle = thread::spawn(move || {
-        group.work(key, move || {
-            entered.send(()).unwrap();
-            released.recv().unwrap();
-            value
-        })
-    });
-    leader_entered.recv().unwrap();
-    (handle, release)
-}
 
 // Go: TestForget. First flight blocked → Forget → second flight starts and
 // blocks → first finishes → a third caller joins the second flight.
@@ -39,12 +15,12 @@ fn blocked_leader(
 fn forget_starts_a_new_flight_and_the_old_leader_leaves_it_alone() {
     with_deadline("forget_three_flights", || {
         let group = Arc::new(Group::<String, u32>::new());
-        let (first, release_first) = blocked_leader(&group, "key", 1);
+        let (first, release_first) = blocked_leader(&group, "key".to_string(), 1);
         assert!(group.forget("key"));
         assert_eq!(group.in_flight(), 0, "a forgotten flight is not joinable");
         assert!(!group.forget("key"), "forgetting twice finds nothing");
 
-        let (second, release_second) = blocked_leader(&group, "key", 2);
+        let (second, release_second) = blocked_leader(&group, "key".to_string(), 2);
         assert_eq!(group.in_flight(), 1);
 
         release_first.send(()).unwrap();
@@ -85,7 +61,7 @@ fn forget_starts_a_new_flight_and_the_old_leader_leaves_it_alone() {
 fn followers_of_a_forgotten_flight_still_get_its_value() {
     with_deadline("forget_keeps_followers", || {
         let group = Arc::new(Group::<String, u32>::new());
-        let (old, release_old) = blocked_leader(&group, "key", 1);
+        let (old, release_old) = blocked_leader(&group, "key".to_string(), 1);
         let follower = {
             let group = group.clone();
             thread::spawn(move || group.work_with_role("key", || unreachable!()))
@@ -95,7 +71,7 @@ fn followers_of_a_forgotten_flight_still_get_its_value() {
         });
         assert!(group.forget("key"));
 
-        let (new, release_new) = blocked_leader(&group, "key", 2);
+        let (new, release_new) = blocked_leader(&group, "key".to_string(), 2);
         release_old.send(()).unwrap();
         let got = follower.join().unwrap();
         assert_eq!((got.value, got.callers), (1, 2));

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, LazyLock};
 use std::thread;
 
-use common::{wait_until, with_deadline};
+use common::{blocked_leader, wait_until, with_deadline};
 use sync_singleflight::{Group, Role, Stats};
 
 // Go: TestDo.
@@ -110,19 +110,7 @@ impl Drop for DropFlag {
 fn a_followers_function_is_dropped_without_running() {
     with_deadline("follower_fn_dropped", || {
         let group = Arc::new(Group::<u32, u32>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                group.work(&1, || {
-                    entered.send(()).unwrap();
-                    released.recv().unwrap();
-                    10
-                })
-            })
-        };
-        leader_entered.recv().unwrap();
+        let (leader, release) = blocked_leader(&group, 1, 10);
         let drops = Arc::new(AtomicUsize::new(0));
         let ran = Arc::new(AtomicUsize::new(0));
         let follower = {
@@ -203,19 +191,7 @@ fn roles_and_caller_counts_are_reported() {
 fn distinct_keys_do_not_wait_for_each_other() {
     with_deadline("distinct_keys", || {
         let group = Arc::new(Group::<u64, u64>::new());
-        let (entered, slow_entered) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let slow = {
-            let group = group.clone();
-            thread::spawn(move || {
-                group.work(&1, || {
-                    entered.send(()).unwrap();
-                    released.recv().unwrap();
-                    1
-                })
-            })
-        };
-        slow_entered.recv().unwrap();
+        let (slow, release) = blocked_leader(&group, 1, 1);
         // Key 1's function is blocked; every other key must still complete,
         // including keys that land in the same shard.
         for key in 2..2000 {
@@ -361,19 +337,7 @@ fn hundreds_of_waiters_on_one_key() {
 fn dropping_one_handle_while_others_wait_is_fine() {
     with_deadline("drop_while_waiting", || {
         let group = Arc::new(Group::<u8, String>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                group.work(&1, || {
-                    entered.send(()).unwrap();
-                    released.recv().unwrap();
-                    "v".to_string()
-                })
-            })
-        };
-        leader_entered.recv().unwrap();
+        let (leader, release) = blocked_leader(&group, 1, "v".to_string());
         let follower = {
             let group = group.clone();
             thread::spawn(move || group.work(&1, || unreachable!()))

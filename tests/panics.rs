@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
-use common::{panic_message, quiet_expected_panics, wait_until, with_deadline};
+use common::{blocked_leader, panic_message, quiet_expected_panics, wait_until, with_deadline};
 use sync_singleflight::{Group, LeaderPanicked};
 
 type Caught<T> = thread::Result<T>;
@@ -263,19 +263,7 @@ fn panicking_key_traits_hurt_only_their_caller() {
     quiet_expected_panics();
     with_deadline("hostile_keys", || {
         let group = Arc::new(Group::<HostileKey, u32>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                group.work(&HostileKey::plain(1), || {
-                    entered.send(()).unwrap();
-                    released.recv().unwrap();
-                    10
-                })
-            })
-        };
-        leader_entered.recv().unwrap();
+        let (leader, release) = blocked_leader(&group, HostileKey::plain(1), 10);
 
         let hash_panics = HostileKey {
             hash_panics: true,

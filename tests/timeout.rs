@@ -7,30 +7,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, with_deadline};
+use common::{blocked_leader, wait_until, with_deadline};
 use sync_singleflight::{Group, Timeout};
-
-/// A leader on key 1 that blocks until released.
-fn blocked_leader(group: &Arc<Group<u64, u64>>) -> (thread::JoinHandle<u64>, mpsc::Sender<()>) {
-    let (entered, leader_entered) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    let group = group.clone();
-    let handle = thread::spawn(move || {
-        group.work(&1, move || {
-            entered.send(()).unwrap();
-            released.recv().unwrap();
-            100
-        })
-    });
-    leader_entered.recv().unwrap();
-    (handle, release)
-}
 
 #[test]
 fn a_follower_gives_up_and_the_flight_goes_on() {
     with_deadline("follower_timeout", || {
         let group = Arc::new(Group::<u64, u64>::new());
-        let (leader, release) = blocked_leader(&group);
+        let (leader, release) = blocked_leader(&group, 1, 100);
         let patient = {
             let group = group.clone();
             thread::spawn(move || group.work_with_role(&1, || unreachable!()))
@@ -61,7 +45,7 @@ fn a_follower_gives_up_and_the_flight_goes_on() {
 fn zero_means_do_not_wait() {
     with_deadline("zero_timeout", || {
         let group = Arc::new(Group::<u64, u64>::new());
-        let (leader, release) = blocked_leader(&group);
+        let (leader, release) = blocked_leader(&group, 1, 100);
         for _ in 0..3 {
             assert_eq!(
                 group.work_timeout(&1, Duration::ZERO, || unreachable!()),
@@ -79,7 +63,7 @@ fn zero_means_do_not_wait() {
 fn max_means_wait_forever_without_overflow() {
     with_deadline("max_timeout", || {
         let group = Arc::new(Group::<u64, u64>::new());
-        let (leader, release) = blocked_leader(&group);
+        let (leader, release) = blocked_leader(&group, 1, 100);
         let follower = {
             let group = group.clone();
             thread::spawn(move || group.work_timeout(&1, Duration::MAX, || unreachable!()))
@@ -91,7 +75,7 @@ fn max_means_wait_forever_without_overflow() {
         assert_eq!(follower.join().unwrap(), Ok(100));
         assert_eq!(leader.join().unwrap(), 100);
         // A huge but representable timeout behaves the same.
-        let (leader, release) = blocked_leader(&group);
+        let (leader, release) = blocked_leader(&group, 1, 100);
         let follower = {
             let group = group.clone();
             let years = Duration::from_secs(100 * 365 * 24 * 3600);

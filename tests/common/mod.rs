@@ -3,10 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::hash::Hash;
 use std::panic;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use sync_singleflight::Group;
 
 /// How long any single test may take before it is declared hung. Generous:
 /// this is an upper bound on a deadlock, not a timing assertion.
@@ -73,4 +76,30 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
+/// Starts a leader for `key` whose function reports that it is running and
+/// then blocks until released, returning `value`. Returns once the function
+/// is running, with the leader's handle and its release switch.
+pub fn blocked_leader<K, V>(
+    group: &Arc<Group<K, V>>,
+    key: K,
+    value: V,
+) -> (thread::JoinHandle<V>, mpsc::Sender<()>)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+{
+    let (entered, leader_entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let group = group.clone();
+    let leader = thread::spawn(move || {
+        group.work(&key, move || {
+            entered.send(()).unwrap();
+            released.recv().unwrap();
+            value
+        })
+    });
+    leader_entered.recv().unwrap();
+    (leader, release)
 }
