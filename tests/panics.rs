@@ -40,6 +40,36 @@ where
         .collect()
 }
 
+/// Starts a leader for `key` whose function waits until `followers`
+/// followers have joined its flight and then runs `finish`; the leader's
+/// result (value or panic) is caught. Returns once the function is running.
+fn leader_awaiting<K, V>(
+    group: &Arc<Group<K, V>>,
+    key: K,
+    followers: usize,
+    finish: impl FnOnce(&Group<K, V>) -> V + Send + 'static,
+) -> thread::JoinHandle<Caught<V>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+{
+    let (entered, leader_entered) = mpsc::channel();
+    let group = group.clone();
+    let leader = thread::spawn(move || {
+        catch(|| {
+            group.work(&key, || {
+                entered.send(()).unwrap();
+                wait_until("all followers joined", || {
+                    group.stats().followers_joined == followers as u64
+                });
+                finish(&group)
+            })
+        })
+    });
+    leader_entered.recv().unwrap();
+    leader
+}
+
 fn leader_panic_of(payload: &(dyn Any + Send)) -> &LeaderPanicked {
     payload
         .downcast_ref::<LeaderPanicked>()
@@ -53,22 +83,9 @@ fn every_caller_sees_the_leaders_panic() {
     with_deadline("panic_do", || {
         const FOLLOWERS: usize = 4;
         let group = Arc::new(Group::<String, u32>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                catch(|| {
-                    group.work("key", || {
-                        entered.send(()).unwrap();
-                        wait_until("all followers joined", || {
-                            group.stats().followers_joined == FOLLOWERS as u64
-                        });
-                        panic!("expected-panic: invalid memory address")
-                    })
-                })
-            })
-        };
-        leader_entered.recv().unwrap();
+        let leader = leader_awaiting(&group, "key".to_string(), FOLLOWERS, move |_| {
+            panic!("expected-panic: invalid memory address")
+        });
         let followers = spawn_followers(&group, "key".to_string(), FOLLOWERS);
 
         let leader_payload = leader.join().unwrap().expect_err("the leader panics");
@@ -103,22 +120,7 @@ fn a_custom_payload_reaches_the_leader_intact() {
     quiet_expected_panics();
     with_deadline("custom_payload", || {
         let group = Arc::new(Group::<u64, u32>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                catch(|| {
-                    group.work(&1, || {
-                        entered.send(()).unwrap();
-                        wait_until("the follower joined", || {
-                            group.stats().followers_joined == 1
-                        });
-                        panic::panic_any(Code(7))
-                    })
-                })
-            })
-        };
-        leader_entered.recv().unwrap();
+        let leader = leader_awaiting(&group, 1, 1, move |_| panic::panic_any(Code(7)));
         let follower = spawn_followers(&group, 1, 1).pop().unwrap();
         let payload = leader.join().unwrap().unwrap_err();
         assert_eq!(payload.downcast_ref::<Code>(), Some(&Code(7)));
@@ -186,22 +188,7 @@ fn followers_of_a_recursive_leader_learn_why() {
     quiet_expected_panics();
     with_deadline("recursion_followers", || {
         let group = Arc::new(Group::<u64, u64>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                catch(|| {
-                    group.work(&1, || {
-                        entered.send(()).unwrap();
-                        wait_until("the follower joined", || {
-                            group.stats().followers_joined == 1
-                        });
-                        group.work(&1, || 0)
-                    })
-                })
-            })
-        };
-        leader_entered.recv().unwrap();
+        let leader = leader_awaiting(&group, 1, 1, move |group| group.work(&1, || 0));
         let follower = spawn_followers(&group, 1, 1).pop().unwrap();
         assert!(leader.join().unwrap().is_err());
         let payload = follower.join().unwrap().unwrap_err();
@@ -330,25 +317,10 @@ type FragileFlight = (
 
 fn fragile_flight(followers: usize, panicking_clone: isize) -> FragileFlight {
     let group = Arc::new(Group::<u64, Fragile>::new());
-    let (entered, leader_entered) = mpsc::channel();
-    let leader = {
-        let group = group.clone();
-        thread::spawn(move || {
-            catch(|| {
-                group.work(&1, || {
-                    entered.send(()).unwrap();
-                    wait_until("all followers joined", || {
-                        group.stats().followers_joined == followers as u64
-                    });
-                    Fragile {
-                        n: 5,
-                        clones_left: Arc::new(AtomicIsize::new(panicking_clone)),
-                    }
-                })
-            })
-        })
-    };
-    leader_entered.recv().unwrap();
+    let leader = leader_awaiting(&group, 1, followers, move |_| Fragile {
+        n: 5,
+        clones_left: Arc::new(AtomicIsize::new(panicking_clone)),
+    });
     let handles = spawn_followers(&group, 1, followers);
     let leader = leader.join().unwrap();
     let followers = handles.into_iter().map(|h| h.join().unwrap()).collect();
