@@ -2,10 +2,10 @@
 //! followers wait on.
 //!
 //! A `Call` exists only once a second caller arrives; a leader alone never
-//! allocates one. Lock order is shard, then call: a follower registers under
-//! the shard lock (so the registration is final once the leader has removed
-//! the flight from its shard), and nobody takes a shard lock while holding a
-//! call lock.
+//! allocates one. No lock is ever taken inside another: a follower is
+//! counted under the shard lock it joins with (so the count is final once
+//! the leader has removed the flight from its shard), and waits under the
+//! call lock alone.
 //!
 //! # Waking a herd
 //!
@@ -33,9 +33,10 @@ pub(crate) struct Call<V> {
 
 struct CallState<V> {
     phase: Phase<V>,
-    /// Followers registered and not yet gone. Once the phase leaves
-    /// `Running` no follower can time out, so this is then exactly the
-    /// number of followers still to collect the result.
+    /// Followers that gave up before the flight landed.
+    timed_out: usize,
+    /// Set when the flight lands: followers still to collect the result
+    /// (joined minus timed out; none can time out after landing).
     waiting: usize,
 }
 
@@ -57,19 +58,17 @@ pub(crate) struct Delivered<V> {
 }
 
 impl<V> Call<V> {
-    /// A call whose first follower is the one creating it.
-    pub(crate) fn with_first_follower() -> Self {
+    /// Created by a flight's first follower. Followers are counted by the
+    /// shard (under the lock they join with), not here, so joining never
+    /// takes this lock.
+    pub(crate) fn new() -> Self {
         Call {
             state: HerdLock::new(CallState {
                 phase: Phase::Running,
-                waiting: 1,
+                timed_out: 0,
+                waiting: 0,
             }),
         }
-    }
-
-    /// Registers one more follower. Must be called under the shard lock.
-    pub(crate) fn add_follower(&self) {
-        self.state.lock().waiting += 1;
     }
 
     /// Hands the result to every registered follower and wakes them.
@@ -82,11 +81,15 @@ impl<V> Call<V> {
     ///
     /// If cloning panics, the followers are told the leader panicked and the
     /// payload is handed back for the leader to resume.
-    pub(crate) fn finish(&self, value: &V) -> Result<usize, Box<dyn Any + Send>>
+    ///
+    /// `joined` is the number of followers that joined the flight, final
+    /// once the leader has taken the flight out of its shard.
+    pub(crate) fn finish(&self, value: &V, joined: usize) -> Result<usize, Box<dyn Any + Send>>
     where
         V: Clone,
     {
         let mut state = self.state.lock();
+        state.waiting = joined - state.timed_out;
         let callers = 1 + state.waiting;
         // Cloned under the lock, so no follower can time out between the
         // count and the store.
@@ -151,7 +154,7 @@ impl<V> Call<V> {
                     let (guard, timed_out) = self.state.wait_until(state, deadline);
                     let mut state = guard;
                     if timed_out && matches!(state.phase, Phase::Running) {
-                        state.waiting -= 1;
+                        state.timed_out += 1;
                         return Err(Timeout);
                     }
                     state

@@ -400,10 +400,16 @@ fn lead<K, V: Clone, F: FnOnce() -> V>(shard: &Shard<K, V>, id: FlightId, f: F) 
     // Caught so the followers learn of the panic (and its message) before
     // the leader resumes it; nothing of `f`'s state is looked at afterwards.
     let result = panic::catch_unwind(AssertUnwindSafe(f));
-    let Removed { call, key } = shard.remove(id);
+    let Removed {
+        call,
+        followers,
+        key,
+    } = shard.remove(id);
     let shared = match (result, call) {
         (Ok(value), None) => Ok((value, 1)),
-        (Ok(value), Some(call)) => call.finish(&value).map(|callers| (value, callers)),
+        (Ok(value), Some(call)) => call
+            .finish(&value, followers)
+            .map(|callers| (value, callers)),
         (Err(payload), call) => {
             if let Some(call) = call {
                 call.abandon(LeaderPanicked::from_payload(&*payload));

@@ -54,6 +54,8 @@ struct Flight<K, V> {
     forgotten: bool,
     /// Allocated by the first follower; a lone leader never needs one.
     call: Option<Arc<Call<V>>>,
+    /// Followers that joined; final once the leader removes the flight.
+    followers: usize,
 }
 
 /// How a caller entered a flight.
@@ -65,6 +67,7 @@ pub(crate) enum Entered<V> {
 /// What a leader takes back out of its shard when its function returns.
 pub(crate) struct Removed<K, V> {
     pub(crate) call: Option<Arc<Call<V>>>,
+    pub(crate) followers: usize,
     pub(crate) key: K,
 }
 
@@ -158,17 +161,8 @@ impl<K, V> Shard<K, V> {
                      already leading; waiting for itself would deadlock"
                 );
             }
-            let call = match &flight.call {
-                Some(call) => {
-                    call.add_follower();
-                    Arc::clone(call)
-                }
-                None => {
-                    let call = Arc::new(Call::with_first_follower());
-                    flight.call = Some(Arc::clone(&call));
-                    call
-                }
-            };
+            let call = Arc::clone(flight.call.get_or_insert_with(|| Arc::new(Call::new())));
+            flight.followers += 1;
             flights.followers_joined += 1;
             return Entered::Follower(call);
         }
@@ -183,6 +177,7 @@ impl<K, V> Shard<K, V> {
             leader: me,
             forgotten: false,
             call: None,
+            followers: 0,
         });
         Entered::Leader(id)
     }
@@ -199,6 +194,7 @@ impl<K, V> Shard<K, V> {
         drop(flights);
         Removed {
             call: flight.call,
+            followers: flight.followers,
             key: flight.key,
         }
     }
