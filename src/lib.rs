@@ -181,8 +181,15 @@
 //! key's `to_owned`; no allocation for `Copy` keys. See the README's
 //! Performance section for figures against Go.
 //!
-//! **Is it poisoned by a panic?** No. The locks are `parking_lot` locks,
-//! which do not poison, and every path removes its entry before unwinding.
+//! **Is it poisoned by a panic?** No. The shard locks are `parking_lot`
+//! locks, which do not poison; the per-flight lock is std's (its condvar
+//! wakes a whole herd with one futex call), is never held while user code
+//! that may panic runs, and ignores poisoning anyway. Every path removes its
+//! entry before unwinding.
+//!
+//! **Why is there no `unsafe`?** There is no need for it: the crate is
+//! `#![forbid(unsafe_code)]`, and everything it synchronizes with goes
+//! through one private module that the loom models replace.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
