@@ -403,7 +403,7 @@ fn lead<K, V: Clone, F: FnOnce() -> V>(shard: &Shard<K, V>, id: FlightId, f: F) 
     let Removed {
         call,
         followers,
-        key,
+        replaced_key,
     } = shard.remove(id);
     let shared = match (result, call) {
         (Ok(value), None) => Ok((value, 1)),
@@ -417,7 +417,7 @@ fn lead<K, V: Clone, F: FnOnce() -> V>(shard: &Shard<K, V>, id: FlightId, f: F) 
             Err(payload)
         }
     };
-    drop(key);
+    drop(replaced_key);
     match shared {
         Ok((value, callers)) => Outcome {
             value,

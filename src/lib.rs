@@ -177,8 +177,12 @@
 //! so a `Drop` with side effects (or one that panics) runs in your code.
 //!
 //! **How much does a call cost when nobody else wants the key?** Two short
-//! critical sections on the key's shard, one hash of the key, and the
-//! key's `to_owned`; no allocation for `Copy` keys. See the README's
+//! critical sections on the key's shard, one hash of the key, and a copy of
+//! the key into a buffer the shard recycles (`ToOwned::clone_into`), so in
+//! steady state no allocation at all, for `u64` and `String` keys alike. The
+//! price is that each shard keeps the key of its last flight until the next
+//! one replaces it (or the group is dropped): mind that if your keys are
+//! megabytes long or their `Drop` does something. See the README's
 //! Performance section for figures against Go.
 //!
 //! **Is it poisoned by a panic?** No. The shard locks are `parking_lot`

@@ -351,3 +351,63 @@ fn dropping_one_handle_while_others_wait_is_fine() {
         assert_eq!(follower.join().unwrap(), "v");
     });
 }
+
+/// A key that counts how many of its copies are alive.
+#[derive(Debug)]
+struct CountedKey(u32, Arc<AtomicUsize>);
+
+impl CountedKey {
+    fn new(id: u32, live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        CountedKey(id, live.clone())
+    }
+}
+
+impl Clone for CountedKey {
+    fn clone(&self) -> Self {
+        CountedKey::new(self.0, &self.1)
+    }
+}
+
+impl Drop for CountedKey {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PartialEq for CountedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for CountedKey {}
+
+impl std::hash::Hash for CountedKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+// Each shard recycles the key of its last flight; no key copy outlives the
+// group, and at most one per shard is held between flights.
+#[test]
+fn owned_keys_are_recycled_and_dropped_with_the_group() {
+    let live = Arc::new(AtomicUsize::new(0));
+    let group: Group<CountedKey, u32> = Group::new();
+    for id in 0..1000 {
+        let key = CountedKey::new(id, &live);
+        group.work(&key, || id);
+    }
+    let held = live.load(Ordering::SeqCst);
+    assert!(
+        held > 0 && held <= 1024,
+        "{held} key copies held between flights"
+    );
+    drop(group);
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "every key copy is dropped with the group"
+    );
+}
