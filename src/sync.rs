@@ -8,69 +8,16 @@
 //! may name it directly.
 //!
 //! The exported API has no poisoning, and the loom side adapts to it. The
-//! shard locks are parking_lot's; the per-flight wait uses std's futex
-//! condvar (see `HerdLock`).
+//! shard locks are parking_lot's; the per-flight wait is a [`HerdLock`].
+
+use std::sync::PoisonError;
+use std::time::Instant;
 
 #[cfg(not(loom))]
 mod imp {
-    use std::sync::PoisonError;
-    use std::time::Instant;
-
     pub(crate) use parking_lot::Mutex;
-    pub(crate) use std::sync::Arc;
     pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
-    /// A mutex and condvar pair whose `notify_all` wakes every waiter with
-    /// one futex call (std's), rather than requeueing them onto the mutex
-    /// to be woken one unlock at a time (parking_lot's): a herd of
-    /// followers then wakes in one go and only contends briefly on the lock.
-    #[derive(Default, Debug)]
-    pub(crate) struct HerdLock<T> {
-        mutex: std::sync::Mutex<T>,
-        woken: std::sync::Condvar,
-    }
-
-    pub(crate) type HerdGuard<'a, T> = std::sync::MutexGuard<'a, T>;
-
-    impl<T> HerdLock<T> {
-        pub(crate) fn new(value: T) -> Self {
-            HerdLock {
-                mutex: std::sync::Mutex::new(value),
-                woken: std::sync::Condvar::new(),
-            }
-        }
-
-        /// Poisoning is ignored: no code holding this lock can panic.
-        pub(crate) fn lock(&self) -> HerdGuard<'_, T> {
-            self.mutex.lock().unwrap_or_else(PoisonError::into_inner)
-        }
-
-        pub(crate) fn wait<'a>(&self, guard: HerdGuard<'a, T>) -> HerdGuard<'a, T> {
-            self.woken
-                .wait(guard)
-                .unwrap_or_else(PoisonError::into_inner)
-        }
-
-        /// Waits until notified (or spuriously woken) or `deadline`; also
-        /// returns whether the deadline has passed.
-        pub(crate) fn wait_until<'a>(
-            &self,
-            guard: HerdGuard<'a, T>,
-            deadline: Instant,
-        ) -> (HerdGuard<'a, T>, bool) {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return (guard, true);
-            };
-            let (guard, _) = self
-                .woken
-                .wait_timeout(guard, left)
-                .unwrap_or_else(PoisonError::into_inner);
-            (guard, Instant::now() >= deadline)
-        }
-
-        pub(crate) fn notify_all(&self) {
-            self.woken.notify_all();
-        }
-    }
+    pub(crate) use std::sync::{Arc, Condvar as HerdCondvar, Mutex as HerdMutex, MutexGuard};
 
     /// Identifies the calling thread for recursion detection.
     ///
@@ -92,69 +39,20 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
-    use std::sync::PoisonError;
-    use std::time::Instant;
-
-    pub(crate) use loom::sync::Arc;
     pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+    pub(crate) use loom::sync::{Arc, Condvar as HerdCondvar, Mutex as HerdMutex, MutexGuard};
 
     /// A loom mutex with parking_lot's signature: no poisoning.
     #[derive(Debug)]
-    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    pub(crate) struct Mutex<T>(HerdMutex<T>);
 
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
-            Mutex(loom::sync::Mutex::new(value))
+            Mutex(HerdMutex::new(value))
         }
 
-        pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner)
-        }
-    }
-
-    /// loom's mutex and condvar behind the same API as the normal build.
-    #[derive(Debug)]
-    pub(crate) struct HerdLock<T> {
-        mutex: loom::sync::Mutex<T>,
-        woken: loom::sync::Condvar,
-    }
-
-    pub(crate) type HerdGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
-
-    impl<T> HerdLock<T> {
-        pub(crate) fn new(value: T) -> Self {
-            HerdLock {
-                mutex: loom::sync::Mutex::new(value),
-                woken: loom::sync::Condvar::new(),
-            }
-        }
-
-        pub(crate) fn lock(&self) -> HerdGuard<'_, T> {
-            self.mutex.lock().unwrap_or_else(PoisonError::into_inner)
-        }
-
-        pub(crate) fn wait<'a>(&self, guard: HerdGuard<'a, T>) -> HerdGuard<'a, T> {
-            self.woken
-                .wait(guard)
-                .unwrap_or_else(PoisonError::into_inner)
-        }
-
-        /// loom has no clock, so a timed wait is modelled as "the deadline
-        /// passes at some point while the lock is released": the lock is
-        /// dropped and re-taken (loom may run anyone in between) and the
-        /// wait reports a timeout. The caller must then re-check its
-        /// condition, which is exactly the race a real timeout has.
-        pub(crate) fn wait_until<'a>(
-            &'a self,
-            guard: HerdGuard<'a, T>,
-            _deadline: Instant,
-        ) -> (HerdGuard<'a, T>, bool) {
-            drop(guard);
-            (self.lock(), true)
-        }
-
-        pub(crate) fn notify_all(&self) {
-            self.woken.notify_all();
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(super::PoisonError::into_inner)
         }
     }
 
@@ -166,4 +64,74 @@ mod imp {
     }
 }
 
-pub(crate) use imp::*;
+pub(crate) use imp::{Arc, AtomicU64, Mutex, Ordering, ThreadToken, current_thread};
+use imp::{HerdCondvar, HerdMutex, MutexGuard};
+
+/// A mutex and condvar pair whose `notify_all` wakes every waiter with one
+/// futex call (std's), rather than requeueing them onto the mutex to be
+/// woken one unlock at a time (parking_lot's): a herd of followers then
+/// wakes in one go and only contends briefly on the lock. Poisoning is
+/// ignored: no code holding this lock can panic.
+#[derive(Debug)]
+pub(crate) struct HerdLock<T> {
+    mutex: HerdMutex<T>,
+    woken: HerdCondvar,
+}
+
+pub(crate) type HerdGuard<'a, T> = MutexGuard<'a, T>;
+
+impl<T> HerdLock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        HerdLock {
+            mutex: HerdMutex::new(value),
+            woken: HerdCondvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> HerdGuard<'_, T> {
+        self.mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn wait<'a>(&self, guard: HerdGuard<'a, T>) -> HerdGuard<'a, T> {
+        self.woken
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until notified (or spuriously woken) or `deadline`; also
+    /// returns whether the deadline has passed.
+    #[cfg(not(loom))]
+    pub(crate) fn wait_until<'a>(
+        &'a self,
+        guard: HerdGuard<'a, T>,
+        deadline: Instant,
+    ) -> (HerdGuard<'a, T>, bool) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return (guard, true);
+        };
+        let (guard, _) = self
+            .woken
+            .wait_timeout(guard, left)
+            .unwrap_or_else(PoisonError::into_inner);
+        (guard, Instant::now() >= deadline)
+    }
+
+    /// loom has no clock (its `wait_timeout` never times out), so a timed
+    /// wait is modelled as "the deadline passes at some point while the lock
+    /// is released": the lock is dropped and re-taken (loom may run anyone
+    /// in between) and the wait reports a timeout. The caller must then
+    /// re-check its condition, which is exactly the race a real timeout has.
+    #[cfg(loom)]
+    pub(crate) fn wait_until<'a>(
+        &'a self,
+        guard: HerdGuard<'a, T>,
+        _deadline: Instant,
+    ) -> (HerdGuard<'a, T>, bool) {
+        drop(guard);
+        (self.lock(), true)
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.woken.notify_all();
+    }
+}
