@@ -99,20 +99,22 @@ pub fn w1<P: Peer>(peer: &P, keys: &[String], calls: u64) -> Duration {
     start.elapsed()
 }
 
-/// W2: two threads, 2048 disjoint keys each, `calls` in all; timed from the
-/// release of both threads to the end of the slower one.
+/// W2: two threads, 2048 disjoint keys each, `calls` in all; timed from just
+/// before both threads are released to the end of the slower one.
 pub fn w2<P: Peer>(peer: &P, calls: u64) -> Duration {
-    let ready = Barrier::new(3);
+    let warmed = Barrier::new(3);
+    let go = Barrier::new(3);
     thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|t| {
-                let ready = &ready;
+                let (warmed, go) = (&warmed, &go);
                 s.spawn(move || {
                     let keys = keys(&format!("t{t}:"), 2048);
                     for i in 0..10_000 {
                         peer.work(&keys[i & 2047], || 1);
                     }
-                    ready.wait();
+                    warmed.wait();
+                    go.wait();
                     for i in 0..(calls / 2) as usize {
                         std::hint::black_box(peer.work(&keys[i & 2047], || 1));
                     }
@@ -120,8 +122,10 @@ pub fn w2<P: Peer>(peer: &P, calls: u64) -> Duration {
                 })
             })
             .collect();
-        ready.wait();
+        warmed.wait();
+        // Taken before the release, so no thread can finish before it.
         let start = Instant::now();
+        go.wait();
         let end = handles
             .into_iter()
             .map(|h| h.join().unwrap())
