@@ -24,7 +24,7 @@ use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
-use crate::error::{LeaderPanicked, Timeout};
+use crate::error::LeaderPanicked;
 use crate::sync::HerdLock;
 
 pub(crate) struct Call<V> {
@@ -50,11 +50,16 @@ enum Phase<V> {
     Panicked(LeaderPanicked),
 }
 
-/// What a follower collected.
-pub(crate) struct Delivered<V> {
-    pub(crate) value: V,
-    /// The leader plus every follower served by this flight.
-    pub(crate) callers: usize,
+/// How a follower's wait ended.
+pub(crate) enum Waited<V> {
+    /// It got a copy of the value; `callers` counts the leader plus every
+    /// follower served by this flight.
+    Served {
+        value: V,
+        callers: usize,
+    },
+    LeaderPanicked(LeaderPanicked),
+    TimedOut,
 }
 
 impl<V> Call<V> {
@@ -93,30 +98,21 @@ impl<V> Call<V> {
         let callers = 1 + state.waiting;
         // Cloned under the lock, so no follower can time out between the
         // count and the store.
-        let (phase, outcome) = if state.waiting == 0 {
-            (
-                Phase::Finished {
-                    value: None,
-                    callers,
-                },
-                Ok(callers),
-            )
+        let shared = if state.waiting == 0 {
+            Ok(None)
         } else {
-            match panic::catch_unwind(AssertUnwindSafe(|| value.clone())) {
-                Ok(shared) => (
-                    Phase::Finished {
-                        value: Some(shared),
-                        callers,
-                    },
-                    Ok(callers),
-                ),
-                Err(payload) => (
-                    Phase::Panicked(LeaderPanicked::from_payload(&*payload)),
-                    Err(payload),
-                ),
+            panic::catch_unwind(AssertUnwindSafe(|| Some(value.clone())))
+        };
+        let outcome = match shared {
+            Ok(value) => {
+                state.phase = Phase::Finished { value, callers };
+                Ok(callers)
+            }
+            Err(payload) => {
+                state.phase = Phase::Panicked(LeaderPanicked::from_payload(&*payload));
+                Err(payload)
             }
         };
-        state.phase = phase;
         drop(state);
         self.state.notify_all();
         outcome
@@ -128,15 +124,10 @@ impl<V> Call<V> {
         self.state.notify_all();
     }
 
-    /// Parks until the flight ends or `deadline` passes.
-    ///
-    /// Returns `Err(LeaderPanicked)` if the leader panicked; the caller
-    /// turns that into an unwind after recording it. A `V::clone` panic
-    /// propagates from here, after this follower has been accounted for.
-    pub(crate) fn wait(
-        &self,
-        deadline: Option<Instant>,
-    ) -> Result<Result<Delivered<V>, LeaderPanicked>, Timeout>
+    /// Parks until the flight ends or `deadline` passes. A `V::clone`
+    /// panic propagates from here, after this follower has been accounted
+    /// for and the lock released.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Waited<V>
     where
         V: Clone,
     {
@@ -146,16 +137,15 @@ impl<V> Call<V> {
             if !matches!(state.phase, Phase::Running) {
                 let collected = state.collect();
                 drop(state);
-                return Ok(collected.unwrap_or_else(|payload| panic::resume_unwind(payload)));
+                return collected.unwrap_or_else(|payload| panic::resume_unwind(payload));
             }
             state = match deadline {
                 None => self.state.wait(state),
                 Some(deadline) => {
-                    let (guard, timed_out) = self.state.wait_until(state, deadline);
-                    let mut state = guard;
+                    let (mut state, timed_out) = self.state.wait_until(state, deadline);
                     if timed_out && matches!(state.phase, Phase::Running) {
                         state.timed_out += 1;
-                        return Err(Timeout);
+                        return Waited::TimedOut;
                     }
                     state
                 }
@@ -168,10 +158,10 @@ impl<V: Clone> CallState<V> {
     /// This follower's share of a landed flight. A panicking clone is caught
     /// so it never unwinds through the lock; the caller resumes it once the
     /// lock is released.
-    fn collect(&mut self) -> Result<Result<Delivered<V>, LeaderPanicked>, Box<dyn Any + Send>> {
+    fn collect(&mut self) -> Result<Waited<V>, Box<dyn Any + Send>> {
         match &mut self.phase {
             Phase::Running => unreachable!("collect is only called once the flight has landed"),
-            Phase::Panicked(why) => Ok(Err(why.clone())),
+            Phase::Panicked(why) => Ok(Waited::LeaderPanicked(why.clone())),
             Phase::Finished { value, callers } => {
                 let callers = *callers;
                 // Counted down before cloning, so that if the clone panics the
@@ -182,9 +172,9 @@ impl<V: Clone> CallState<V> {
                 } else {
                     panic::catch_unwind(AssertUnwindSafe(|| value.clone()))
                 };
-                value.map(|value| {
-                    let value = value.expect("each registered follower collects exactly once");
-                    Ok(Delivered { value, callers })
+                value.map(|value| Waited::Served {
+                    value: value.expect("each registered follower collects exactly once"),
+                    callers,
                 })
             }
         }

@@ -6,6 +6,7 @@ use std::hash::{BuildHasher, Hash, RandomState};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::call::Waited;
 use crate::error::{LeaderPanicked, Timeout};
 use crate::sharded_map::{Entered, FlightId, Removed, Shard, ShardedMap};
 use crate::stats::{Event, Stats};
@@ -372,23 +373,23 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
                 let waited = call.wait(deadline);
                 // Dropped only now, so a panicking `Drop` cannot strand a registration.
                 drop(f);
+                drop(call);
                 match waited {
-                    Err(Timeout) => {
+                    Waited::Served { value, callers } => {
+                        shard.counters.record(Event::FollowerServed);
+                        Ok(Outcome {
+                            value,
+                            role: Role::Follower,
+                            callers,
+                        })
+                    }
+                    Waited::TimedOut => {
                         shard.counters.record(Event::FollowerTimeout);
                         Err(Timeout)
                     }
-                    Ok(Err(why)) => {
+                    Waited::LeaderPanicked(why) => {
                         shard.counters.record(Event::FollowerPanic);
-                        drop(call);
                         panic::resume_unwind(Box::new(why))
-                    }
-                    Ok(Ok(delivered)) => {
-                        shard.counters.record(Event::FollowerServed);
-                        Ok(Outcome {
-                            value: delivered.value,
-                            role: Role::Follower,
-                            callers: delivered.callers,
-                        })
                     }
                 }
             }

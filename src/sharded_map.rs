@@ -142,6 +142,21 @@ impl<K, V> ShardedMap<K, V> {
     }
 }
 
+impl<K, V> Flights<K, V> {
+    /// The flight a new caller for `key` would join: same hash (compared
+    /// first, so the key's `Eq` runs only on a likely match), not
+    /// forgotten, equal key.
+    fn live<Q>(&mut self, hash: u64, key: &Q) -> Option<&mut Flight<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        self.list
+            .iter_mut()
+            .find(|flight| flight.hash == hash && !flight.forgotten && flight.key.borrow() == key)
+    }
+}
+
 impl<K, V> Shard<K, V> {
     /// Joins the live flight for `key`, or starts one led by this thread.
     ///
@@ -157,11 +172,7 @@ impl<K, V> Shard<K, V> {
     {
         let me = current_thread();
         let mut flights = self.flights.lock();
-        let live = flights
-            .list
-            .iter_mut()
-            .find(|flight| flight.hash == hash && !flight.forgotten && flight.key.borrow() == key);
-        if let Some(flight) = live {
+        if let Some(flight) = flights.live(hash, key) {
             if flight.leader == me {
                 drop(flights);
                 panic!(
@@ -174,6 +185,8 @@ impl<K, V> Shard<K, V> {
             flights.followers_joined += 1;
             return Entered::Follower(call);
         }
+        // `clone_into` may drop the spare's old contents (user code) under
+        // the lock; a panic there leaves the list untouched.
         let key = match flights.spare_key.take() {
             Some(mut spare) => {
                 key.clone_into(&mut spare);
@@ -221,11 +234,7 @@ impl<K, V> Shard<K, V> {
         Q: ?Sized + Eq,
     {
         let mut flights = self.flights.lock();
-        let live = flights
-            .list
-            .iter_mut()
-            .find(|flight| flight.hash == hash && !flight.forgotten && flight.key.borrow() == key);
-        match live {
+        match flights.live(hash, key) {
             Some(flight) => {
                 flight.forgotten = true;
                 flights.forgets += 1;
