@@ -36,6 +36,14 @@ fn model(body: impl Fn() + Sync + Send + 'static) {
     loom::model(body);
 }
 
+/// Runs `call` as three concurrent callers (two spawned threads and the
+/// model's main thread) and returns what each got.
+fn three_callers<T: 'static>(call: impl Fn() -> T + Clone + Send + 'static) -> [T; 3] {
+    let (a, b) = (thread::spawn(call.clone()), thread::spawn(call.clone()));
+    let c = call();
+    [a.join().unwrap(), b.join().unwrap(), c]
+}
+
 fn assert_quiet<V>(group: &Group<u32, V>) {
     assert_eq!(group.in_flight(), 0, "an entry was left behind");
     let stats = group.stats();
@@ -54,18 +62,15 @@ fn leader_completes_while_followers_join() {
     model(|| {
         let group = Arc::new(Group::<u32, usize>::new());
         let runs = Arc::new(AtomicUsize::new(0));
-        let call = |group: Arc<Group<u32, usize>>, runs: Arc<AtomicUsize>| {
+        let outcomes = three_callers({
+            let (group, runs) = (group.clone(), runs.clone());
             move || {
                 group.work_with_role(&1, || {
                     runs.fetch_add(1, Ordering::Relaxed);
                     7
                 })
             }
-        };
-        let a = thread::spawn(call(group.clone(), runs.clone()));
-        let b = thread::spawn(call(group.clone(), runs.clone()));
-        let c = call(group.clone(), runs.clone())();
-        let outcomes = [a.join().unwrap(), b.join().unwrap(), c];
+        });
 
         assert!(outcomes.iter().all(|o| o.value == 7));
         let leaders = outcomes.iter().filter(|o| o.role == Role::Leader).count();
@@ -87,18 +92,16 @@ fn leader_completes_while_followers_join() {
 fn leader_panics_with_followers_waiting() {
     model(|| {
         let group = Arc::new(Group::<u32, u32>::new());
-        let call = |group: Arc<Group<u32, u32>>| {
+        let results = three_callers({
+            let group = group.clone();
             move || {
                 panic::catch_unwind(AssertUnwindSafe(|| {
                     group.work(&1, || panic::panic_any("boom"))
                 }))
             }
-        };
-        let a = thread::spawn(call(group.clone()));
-        let b = thread::spawn(call(group.clone()));
-        let c = call(group.clone())();
+        });
         let mut leaders = 0;
-        for result in [a.join().unwrap(), b.join().unwrap(), c] {
+        for result in results {
             let payload = result.expect_err("nobody gets a value");
             if let Some(why) = payload.downcast_ref::<LeaderPanicked>() {
                 assert_eq!(why.message(), Some("boom"));
@@ -208,22 +211,18 @@ impl Clone for Brittle {
 fn value_clone_panics_in_a_follower() {
     model(|| {
         let group = Arc::new(Group::<u32, Brittle>::new());
-        let call = |group: Arc<Group<u32, Brittle>>| {
+        let results = three_callers({
+            let group = group.clone();
             move || {
                 panic::catch_unwind(AssertUnwindSafe(|| {
-                    group
-                        .work_with_role(&1, || Brittle {
-                            clones: Default::default(),
-                        })
-                        .role
+                    group.work(&1, || Brittle {
+                        clones: Default::default(),
+                    })
                 }))
             }
-        };
-        let a = thread::spawn(call(group.clone()));
-        let b = thread::spawn(call(group.clone()));
-        let c = call(group.clone())();
+        });
         let mut clone_panics = 0;
-        for result in [a.join().unwrap(), b.join().unwrap(), c] {
+        for result in results {
             if let Err(payload) = result {
                 assert!(
                     payload.downcast_ref::<LeaderPanicked>().is_none(),
