@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use common::{blocked_leader, wait_until, with_deadline};
+use common::{blocked_leader, spawn_follower, wait_until, with_deadline};
 use sync_singleflight::Group;
 
 // Go: TestForget. First flight blocked → Forget → second flight starts and
@@ -62,12 +62,8 @@ fn followers_of_a_forgotten_flight_still_get_its_value() {
     with_deadline("forget_keeps_followers", || {
         let group = Arc::new(Group::<String, u32>::new());
         let (old, release_old) = blocked_leader(&group, "key".to_string(), 1);
-        let follower = {
-            let group = group.clone();
-            thread::spawn(move || group.work_with_role("key", || unreachable!()))
-        };
-        wait_until("the follower joined", || {
-            group.stats().followers_joined == 1
+        let follower = spawn_follower(&group, 1, move |group| {
+            group.work_with_role("key", || unreachable!())
         });
         assert!(group.forget("key"));
 

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, LazyLock};
 use std::thread;
 
-use common::{blocked_leader, wait_until, with_deadline};
+use common::{blocked_leader, spawn_follower, wait_until, with_deadline};
 use sync_singleflight::{Group, Role, Stats};
 
 // Go: TestDo.
@@ -338,13 +338,7 @@ fn dropping_one_handle_while_others_wait_is_fine() {
     with_deadline("drop_while_waiting", || {
         let group = Arc::new(Group::<u8, String>::new());
         let (leader, release) = blocked_leader(&group, 1, "v".to_string());
-        let follower = {
-            let group = group.clone();
-            thread::spawn(move || group.work(&1, || unreachable!()))
-        };
-        wait_until("the follower joined", || {
-            group.stats().followers_joined == 1
-        });
+        let follower = spawn_follower(&group, 1, move |group| group.work(&1, || unreachable!()));
         drop(group);
         release.send(()).unwrap();
         assert_eq!(leader.join().unwrap(), "v");

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
-use common::{blocked_leader, panic_message, quiet_expected_panics, wait_until, with_deadline};
+use common::{
+    blocked_leader, panic_message, quiet_expected_panics, spawn_follower, wait_until, with_deadline,
+};
 use sync_singleflight::{Group, LeaderPanicked};
 
 type Caught<T> = thread::Result<T>;
@@ -272,12 +274,8 @@ fn panicking_key_traits_hurt_only_their_caller() {
         assert!(catch(|| group.work(&clone_panics, || 0)).is_err());
         assert_eq!(group.in_flight(), 1, "only the blocked flight is left");
 
-        let follower = {
-            let group = group.clone();
-            thread::spawn(move || group.work(&HostileKey::plain(1), || 0))
-        };
-        wait_until("a healthy follower joined", || {
-            group.stats().followers_joined == 1
+        let follower = spawn_follower(&group, 1, move |group| {
+            group.work(&HostileKey::plain(1), || 0)
         });
         release.send(()).unwrap();
         assert_eq!(leader.join().unwrap(), 10);
@@ -470,13 +468,7 @@ fn a_follower_whose_closure_panics_on_drop_does_not_strand_the_flight() {
                 })
             })
         };
-        let good = {
-            let group = group.clone();
-            thread::spawn(move || group.work(&1, || 0))
-        };
-        wait_until("both followers joined", || {
-            group.stats().followers_joined == 2
-        });
+        let good = spawn_follower(&group, 2, move |group| group.work(&1, || 0));
         release.send(()).unwrap();
         let led = leader.join().unwrap();
         assert_eq!((led.value, led.callers), (3, 3));

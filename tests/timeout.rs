@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{blocked_leader, wait_until, with_deadline};
+use common::{blocked_leader, spawn_follower, wait_until, with_deadline};
 use sync_singleflight::{Group, Timeout};
 
 #[test]
@@ -15,12 +15,8 @@ fn a_follower_gives_up_and_the_flight_goes_on() {
     with_deadline("follower_timeout", || {
         let group = Arc::new(Group::<u64, u64>::new());
         let (leader, release) = blocked_leader(&group, 1, 100);
-        let patient = {
-            let group = group.clone();
-            thread::spawn(move || group.work_with_role(&1, || unreachable!()))
-        };
-        wait_until("the patient follower joined", || {
-            group.stats().followers_joined == 1
+        let patient = spawn_follower(&group, 1, move |group| {
+            group.work_with_role(&1, || unreachable!())
         });
 
         let bound = Duration::from_millis(50);
@@ -64,12 +60,8 @@ fn max_means_wait_forever_without_overflow() {
     with_deadline("max_timeout", || {
         let group = Arc::new(Group::<u64, u64>::new());
         let (leader, release) = blocked_leader(&group, 1, 100);
-        let follower = {
-            let group = group.clone();
-            thread::spawn(move || group.work_timeout(&1, Duration::MAX, || unreachable!()))
-        };
-        wait_until("the follower joined", || {
-            group.stats().followers_joined == 1
+        let follower = spawn_follower(&group, 1, move |group| {
+            group.work_timeout(&1, Duration::MAX, || unreachable!())
         });
         release.send(()).unwrap();
         assert_eq!(follower.join().unwrap(), Ok(100));

@@ -103,3 +103,26 @@ where
     leader_entered.recv().unwrap();
     (leader, release)
 }
+
+/// Spawns `call` on its own thread with its own handle to `group`, and
+/// returns once the group has counted `joined` followers in all, so the
+/// caller knows the new thread is parked on a flight.
+pub fn spawn_follower<K, V, T>(
+    group: &Arc<Group<K, V>>,
+    joined: u64,
+    call: impl FnOnce(&Group<K, V>) -> T + Send + 'static,
+) -> thread::JoinHandle<T>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + 'static,
+    T: Send + 'static,
+{
+    let handle = {
+        let group = group.clone();
+        thread::spawn(move || call(&group))
+    };
+    wait_until(&format!("{joined} followers joined"), || {
+        group.stats().followers_joined == joined
+    });
+    handle
+}
