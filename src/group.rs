@@ -174,6 +174,42 @@ impl<K, V, S: BuildHasher> Group<K, V, S> {
     }
 }
 
+/// Observing a group needs no hashing, so these have no bounds on the key.
+impl<K, V, S> Group<K, V, S> {
+    /// The number of keys with a flight that a new caller would join.
+    /// Forgotten flights still finishing are not counted.
+    ///
+    /// It is 0 whenever no call is running, whatever happened before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<String, usize> = Group::new();
+    /// assert_eq!(group.work("k", || group.in_flight()), 1);
+    /// assert_eq!(group.in_flight(), 0);
+    /// ```
+    pub fn in_flight(&self) -> usize {
+        self.map.in_flight()
+    }
+
+    /// A snapshot of this group's counters. See [`Stats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<String, u32> = Group::new();
+    /// group.work("k", || 1);
+    /// assert_eq!(group.stats().leader_runs, 1);
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.map.stats()
+    }
+}
+
 impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// Runs `f` for `key`, or waits for the run already in flight for `key`,
     /// and returns its value. Go's `Do`.
@@ -320,39 +356,6 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     {
         let hash = self.hasher.hash_one(key);
         self.map.shard(hash).forget(hash, key)
-    }
-
-    /// The number of keys with a flight that a new caller would join.
-    /// Forgotten flights still finishing are not counted.
-    ///
-    /// It is 0 whenever no call is running, whatever happened before.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use sync_singleflight::Group;
-    ///
-    /// let group: Group<String, usize> = Group::new();
-    /// assert_eq!(group.work("k", || group.in_flight()), 1);
-    /// assert_eq!(group.in_flight(), 0);
-    /// ```
-    pub fn in_flight(&self) -> usize {
-        self.map.in_flight()
-    }
-
-    /// A snapshot of this group's counters. See [`Stats`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use sync_singleflight::Group;
-    ///
-    /// let group: Group<String, u32> = Group::new();
-    /// group.work("k", || 1);
-    /// assert_eq!(group.stats().leader_runs, 1);
-    /// ```
-    pub fn stats(&self) -> Stats {
-        self.map.stats()
     }
 
     fn run<Q, F>(&self, key: &Q, timeout: Option<Duration>, f: F) -> Result<Outcome<V>, Timeout>

@@ -113,7 +113,7 @@ pub fn spawn_follower<K, V, T>(
     call: impl FnOnce(&Group<K, V>) -> T + Send + 'static,
 ) -> thread::JoinHandle<T>
 where
-    K: Hash + Eq + Send + Sync + 'static,
+    K: Send + Sync + 'static,
     V: Send + 'static,
     T: Send + 'static,
 {
