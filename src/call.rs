@@ -15,28 +15,35 @@
 //! `notify_all` wakes the whole herd with one futex call; the woken
 //! followers then hold the lock only long enough to take their copy. On the
 //! 2-core machine of the peer comparison this took the hot-key workload (64
-//! threads, 100 µs function) from 108k to about 230k calls/s. Parking each
-//! follower's own thread and waking them as a tree was also measured: better
-//! wake latency for 64 followers, but only 135k–200k calls/s, because every
-//! unpark is a system call of its own.
+//! threads, 100 µs function) from 108k to about 230k calls/s.
+//!
+//! A follower that finds the flight still running yields its core once
+//! before it parks. On a hot key with a short function most followers then
+//! find the flight landed (the `landed` flag) and never sleep: a parked
+//! thread costs a futex wake and a context switch, a yield about half that.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
 use crate::error::LeaderPanicked;
-use crate::sync::HerdLock;
+use crate::sync::{AtomicBool, AtomicUsize, HerdGuard, HerdLock, Ordering, yield_now};
 
 pub(crate) struct Call<V> {
     state: HerdLock<CallState<V>>,
+    /// Set (before the wake-up) once the phase has left `Running`; read
+    /// without the lock only as a hint whether parking is worth it.
+    landed: AtomicBool,
+    /// Followers that left before the flight landed (timed out, or dropped
+    /// their waiter). Changed under the call lock; read without it by the
+    /// follower cap, for which a momentary lag is harmless.
+    departed: AtomicUsize,
 }
 
 struct CallState<V> {
     phase: Phase<V>,
-    /// Followers that gave up before the flight landed.
-    timed_out: usize,
     /// Set when the flight lands: followers still to collect the result
-    /// (joined minus timed out; none can time out after landing).
+    /// (joined minus departed; none can depart after landing).
     waiting: usize,
 }
 
@@ -48,18 +55,32 @@ enum Phase<V> {
         callers: usize,
     },
     Panicked(LeaderPanicked),
+    /// The flight will not give its followers a value, and they should
+    /// enter again: it failed under a retry policy, was replaced for its
+    /// age, or its guard was dropped unfilled. A re-entering follower that
+    /// finds no flight leads attempt number `next_attempt`.
+    Rerun {
+        next_attempt: u32,
+    },
 }
 
 /// How a follower's wait ended.
 pub(crate) enum Waited<V> {
     /// It got a copy of the value; `callers` counts the leader plus every
-    /// follower served by this flight.
+    /// follower the value was handed to.
     Served {
         value: V,
         callers: usize,
     },
     LeaderPanicked(LeaderPanicked),
+    /// See [`Phase::Rerun`].
+    Rerun {
+        next_attempt: u32,
+    },
     TimedOut,
+    /// Its own `V::clone` panicked, after it was accounted for and the lock
+    /// released; the caller records it and resumes the payload.
+    ClonePanicked(Box<dyn Any + Send>),
 }
 
 impl<V> Call<V> {
@@ -70,10 +91,16 @@ impl<V> Call<V> {
         Call {
             state: HerdLock::new(CallState {
                 phase: Phase::Running,
-                timed_out: 0,
                 waiting: 0,
             }),
+            landed: AtomicBool::new(false),
+            departed: AtomicUsize::new(0),
         }
+    }
+
+    /// Followers that left before the flight landed.
+    pub(crate) fn departed(&self) -> usize {
+        self.departed.load(Ordering::Relaxed)
     }
 
     /// Hands the result to every registered follower and wakes them.
@@ -85,7 +112,9 @@ impl<V> Call<V> {
     /// stays in user hands).
     ///
     /// If cloning panics, the followers are told the leader panicked and the
-    /// payload is handed back for the leader to resume.
+    /// payload is handed back for the leader to resume. If the flight was
+    /// already sent to rerun (replaced for its age), its followers have
+    /// moved on and only the leader is served.
     ///
     /// `joined` is the number of followers that joined the flight, final
     /// once the leader has taken the flight out of its shard.
@@ -94,9 +123,12 @@ impl<V> Call<V> {
         V: Clone,
     {
         let mut state = self.state.lock();
-        state.waiting = joined - state.timed_out;
+        if !matches!(state.phase, Phase::Running) {
+            return Ok(1);
+        }
+        state.waiting = joined - self.departed.load(Ordering::Relaxed);
         let callers = 1 + state.waiting;
-        // Cloned under the lock, so no follower can time out between the
+        // Cloned under the lock, so no follower can depart between the
         // count and the store.
         let shared = if state.waiting == 0 {
             Ok(None)
@@ -113,38 +145,60 @@ impl<V> Call<V> {
                 Err(payload)
             }
         };
-        drop(state);
-        self.state.notify_all();
+        self.land(state);
         outcome
     }
 
-    /// Tells every registered follower that the leader panicked.
+    /// Tells every registered follower that the leader panicked, unless the
+    /// flight has already ended for them.
     pub(crate) fn abandon(&self, why: LeaderPanicked) {
-        self.state.lock().phase = Phase::Panicked(why);
+        let mut state = self.state.lock();
+        if matches!(state.phase, Phase::Running) {
+            state.phase = Phase::Panicked(why);
+            self.land(state);
+        }
+    }
+
+    /// Sends every registered follower back to enter again (see
+    /// [`Phase::Rerun`]), unless the flight has already ended for them.
+    pub(crate) fn rerun(&self, next_attempt: u32) {
+        let mut state = self.state.lock();
+        if matches!(state.phase, Phase::Running) {
+            state.phase = Phase::Rerun { next_attempt };
+            self.land(state);
+        }
+    }
+
+    fn land(&self, state: HerdGuard<'_, CallState<V>>) {
+        self.landed.store(true, Ordering::Release);
+        drop(state);
         self.state.notify_all();
     }
 
-    /// Parks until the flight ends or `deadline` passes. A `V::clone`
-    /// panic propagates from here, after this follower has been accounted
-    /// for and the lock released.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Waited<V>
+    /// Parks until the flight ends or `deadline` passes. On a timeout the
+    /// follower departs if `depart_on_timeout`; otherwise it stays
+    /// registered and may wait again (a `Waiter` does that).
+    pub(crate) fn wait(&self, deadline: Option<Instant>, depart_on_timeout: bool) -> Waited<V>
     where
         V: Clone,
     {
+        if !self.landed.load(Ordering::Acquire) {
+            yield_now();
+        }
         let mut state = self.state.lock();
         // Every wake-up, spurious or timed out, re-checks the phase.
         loop {
             if !matches!(state.phase, Phase::Running) {
-                let collected = state.collect();
-                drop(state);
-                return collected.unwrap_or_else(|payload| panic::resume_unwind(payload));
+                return state.collect();
             }
             state = match deadline {
                 None => self.state.wait(state),
                 Some(deadline) => {
-                    let (mut state, timed_out) = self.state.wait_until(state, deadline);
+                    let (state, timed_out) = self.state.wait_until(state, deadline);
                     if timed_out && matches!(state.phase, Phase::Running) {
-                        state.timed_out += 1;
+                        if depart_on_timeout {
+                            self.departed.fetch_add(1, Ordering::Relaxed);
+                        }
                         return Waited::TimedOut;
                     }
                     state
@@ -152,16 +206,67 @@ impl<V> Call<V> {
             };
         }
     }
+
+    /// The outcome if the flight has ended, without waiting.
+    pub(crate) fn try_collect(&self) -> Option<Waited<V>>
+    where
+        V: Clone,
+    {
+        let mut state = self.state.lock();
+        match state.phase {
+            Phase::Running => None,
+            _ => Some(state.collect()),
+        }
+    }
+
+    /// A registered follower leaves without taking the value. Returns
+    /// `Departed::Early` if the flight was still running; otherwise the
+    /// follower's share is settled, and if it was the last one the stored
+    /// value comes back for the caller to dispose of.
+    pub(crate) fn depart(&self) -> Departed<V> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        match &mut state.phase {
+            Phase::Running => {
+                self.departed.fetch_add(1, Ordering::Relaxed);
+                Departed::Early
+            }
+            Phase::Finished { value, .. } => {
+                let last = state.waiting == 1;
+                let value = if last { value.take() } else { None };
+                state.waiting -= 1;
+                if last {
+                    Departed::Last(value)
+                } else {
+                    Departed::Late
+                }
+            }
+            Phase::Panicked(_) | Phase::Rerun { .. } => Departed::Late,
+        }
+    }
+}
+
+/// What [`Call::depart`] found.
+pub(crate) enum Departed<V> {
+    /// The flight was still running; the follower is no longer counted.
+    Early,
+    /// The flight had ended; nothing is left for this follower to take.
+    Late,
+    /// The flight had ended and this was the last follower: the stored copy.
+    Last(Option<V>),
 }
 
 impl<V: Clone> CallState<V> {
     /// This follower's share of a landed flight. A panicking clone is caught
     /// so it never unwinds through the lock; the caller resumes it once the
     /// lock is released.
-    fn collect(&mut self) -> Result<Waited<V>, Box<dyn Any + Send>> {
+    fn collect(&mut self) -> Waited<V> {
         match &mut self.phase {
             Phase::Running => unreachable!("collect is only called once the flight has landed"),
-            Phase::Panicked(why) => Ok(Waited::LeaderPanicked(why.clone())),
+            Phase::Panicked(why) => Waited::LeaderPanicked(why.clone()),
+            Phase::Rerun { next_attempt } => Waited::Rerun {
+                next_attempt: *next_attempt,
+            },
             Phase::Finished { value, callers } => {
                 let callers = *callers;
                 // Counted down before cloning, so that if the clone panics the
@@ -172,10 +277,13 @@ impl<V: Clone> CallState<V> {
                 } else {
                     panic::catch_unwind(AssertUnwindSafe(|| value.clone()))
                 };
-                value.map(|value| Waited::Served {
-                    value: value.expect("each registered follower collects exactly once"),
-                    callers,
-                })
+                match value {
+                    Ok(value) => Waited::Served {
+                        value: value.expect("each registered follower collects exactly once"),
+                        callers,
+                    },
+                    Err(payload) => Waited::ClonePanicked(payload),
+                }
             }
         }
     }

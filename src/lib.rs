@@ -198,13 +198,21 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod builder;
 mod call;
 mod error;
 mod group;
+mod join;
+mod key;
+mod policy;
 mod sharded_map;
 mod stats;
 mod sync;
 
-pub use error::{LeaderPanicked, Timeout};
+pub use builder::{GroupBuilder, MAX_SHARDS};
+pub use error::{LeaderPanicked, Timeout, TryError, WaitError};
 pub use group::{Group, Outcome, Role};
+pub use join::{Joined, LeaderGuard, Waiter};
+pub use key::ToKey;
+pub use policy::ErrorPolicy;
 pub use stats::Stats;
