@@ -137,8 +137,11 @@ impl Run {
     }
 }
 
-/// A progress bar on a terminal; elsewhere nothing until the summary line,
-/// so logs get no blank lines or carriage returns.
+/// A progress bar on a terminal, replaced by a summary line when the burst
+/// ends; elsewhere only the summary line, so logs get no blank lines or
+/// carriage returns. The summary is printed by us, not drawn by indicatif:
+/// a drawn bar leaves the cursor at the right margin, which swallows the
+/// next newline.
 struct Progress {
     bar: Option<ProgressBar>,
     label: &'static str,
@@ -148,17 +151,15 @@ impl Progress {
     fn new(label: &'static str, len: usize) -> Progress {
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stdout());
-            bar.set_style(Self::style("{pos}/{len} requests"));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:<20} [{bar:40}] {pos}/{len} requests")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
             bar.set_prefix(label);
             bar
         });
         Progress { bar, label }
-    }
-
-    fn style(tail: &str) -> ProgressStyle {
-        ProgressStyle::with_template(&format!("{{prefix:<20}} [{{bar:40}}] {tail}"))
-            .expect("static template")
-            .progress_chars("=> ")
     }
 
     fn inc(&self) {
@@ -167,15 +168,13 @@ impl Progress {
         }
     }
 
-    /// Ends with the run's own measured rate, not indicatif's estimate.
+    /// Ends with the run's own measured rate, the one the table shows, not
+    /// indicatif's moving estimate.
     fn finish(&self, run: &Run) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_style(Self::style("{msg}"));
-                bar.finish_with_message(run.summary());
-            }
-            None => println!("{:<20} {}", self.label, run.summary()),
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
+        println!("{:<20} {}", self.label, run.summary());
     }
 }
 
