@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, error::ErrorKind};
 use sessions::{Figures, Provider, Proxy, Store};
 use sync_singleflight::Group;
 use table::{count, ms, print_table};
@@ -66,7 +66,7 @@ fn callers(options: &Options, tokens: &[String]) -> Vec<String> {
 fn row(burst: &str, path: &str, f: &Figures) -> Vec<String> {
     let ids: Vec<String> = f.ids_per_token.values().map(usize::to_string).collect();
     let errors = match (f.errors, f.error_instances) {
-        (0, _) => "0".to_string(),
+        (n @ (0 | 1), _) => n.to_string(),
         (n, 1) if n > 1 => format!("{n} (1 shared)"),
         (n, k) => format!("{n} ({k} separate)"),
     };
@@ -96,6 +96,19 @@ fn grouped_as_promised(f: &Figures, tokens: &[String]) -> bool {
 
 fn main() -> ExitCode {
     let options = Options::parse();
+    if options.tokens > options.threads {
+        Options::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--tokens {} needs at least {} so that every token has a caller (got --threads {})",
+                    options.tokens,
+                    count(options.tokens.into(), "thread"),
+                    options.threads
+                ),
+            )
+            .exit();
+    }
     let mut distinct: Vec<String> = (1..options.tokens)
         .map(|n| format!("tok-user{n}"))
         .collect();
