@@ -15,6 +15,7 @@ use crate::error::LeaderPanicked;
 use crate::error::{Timeout, TryError, WaitError};
 use crate::join::{FlightCtx, Joined, LeaderGuard, Waiter};
 use crate::key::{KeyArg, Owned, ToKey};
+use crate::observe::{self, FollowerSpan, WaitClock};
 use crate::policy::Policy;
 use crate::sharded_map::{Arrival, Entered, ShardedMap};
 use crate::stats::{Event, Stats};
@@ -126,8 +127,12 @@ pub struct Outcome<V> {
     pub value: V,
     /// Whether this caller ran the function.
     pub role: Role,
-    /// How many callers got this flight's value: the leader plus every
-    /// follower served. Followers that timed out are not counted.
+    /// How many callers this flight's value was handed to: the leader plus
+    /// every follower still waiting when it landed. Fixed at that moment, so
+    /// the leader and every follower report the same figure. Followers that
+    /// timed out before are not counted; a follower whose own `V::clone`
+    /// panics afterwards is (it was handed the value, and
+    /// [`Stats::follower_own_panics`] counts what happened next).
     pub callers: usize,
 }
 
@@ -558,12 +563,19 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
             .shard
             .enter(hash, &mut key, ctx.policy, Arrival::Fresh, ctx.recycle_keys)
         {
-            Entered::Leader { id, replaced } => {
-                move_followers(replaced);
+            Entered::Leader {
+                id,
+                replacing,
+                replaced,
+            } => {
+                move_followers(ctx.policy, replacing, replaced);
                 Joined::Leader(LeaderGuard::new(ctx, id))
             }
             Entered::Follower(call) => Joined::Waiter(Waiter::new(ctx, Some(call))),
-            Entered::Full => Joined::Waiter(Waiter::new(ctx, None)),
+            Entered::Full => {
+                observe::overflowed(ctx.policy);
+                Joined::Waiter(Waiter::new(ctx, None))
+            }
         }
     }
 
@@ -636,11 +648,16 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
                 .shard
                 .enter(hash, &mut key, ctx.policy, arrival, ctx.recycle_keys)
             {
-                Entered::Leader { id, replaced } => {
-                    move_followers(replaced);
+                Entered::Leader {
+                    id,
+                    replacing,
+                    replaced,
+                } => {
+                    move_followers(ctx.policy, replacing, replaced);
                     return Ok(LeaderGuard::new(ctx, id).run(f, failed));
                 }
                 Entered::Full => {
+                    observe::overflowed(ctx.policy);
                     drop(key);
                     return match overflow {
                         Overflow::RunOwn => Ok(Outcome {
@@ -657,8 +674,11 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
                 // `None` when the deadline does not fit the clock: wait forever.
                 budget.and_then(|budget| Instant::now().checked_add(budget))
             });
+            let span = FollowerSpan::enter(ctx.policy);
+            let clock = WaitClock::start();
             let waited = call.wait(deadline, true);
             drop(call);
+            drop(span);
             let counters = &ctx.shard.counters;
             match waited {
                 Waited::Rerun { next_attempt } => {
@@ -673,6 +693,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
                         panic::resume_unwind(payload);
                     }
                     counters.record(Event::FollowerServed);
+                    clock.served(ctx.policy);
                     return Ok(Outcome {
                         value,
                         role: Role::Follower,
@@ -681,11 +702,13 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
                 }
                 Waited::TimedOut => {
                     counters.record(Event::FollowerTimeout);
+                    clock.timed_out(ctx.policy);
                     drop((f, key));
                     return Err(WaitError::Timeout);
                 }
                 Waited::LeaderPanicked(why) => {
                     counters.record(Event::FollowerPanic);
+                    clock.leader_panicked(ctx.policy);
                     drop((f, key));
                     panic::resume_unwind(Box::new(why));
                 }
@@ -805,7 +828,10 @@ where
 
 /// Wakes the followers of a flight this caller replaced for its age, so
 /// they join the replacement (done outside the shard lock).
-fn move_followers<V>(replaced: Option<Arc<Call<V>>>) {
+fn move_followers<V>(policy: &Policy, replacing: bool, replaced: Option<Arc<Call<V>>>) {
+    if replacing {
+        observe::replaced(policy);
+    }
     if let Some(call) = replaced {
         call.rerun(0);
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::call::{Call, Departed, Waited};
 use crate::error::{LeaderPanicked, WaitError};
 use crate::group::{Outcome, Role, drop_caught, forget_panic};
+use crate::observe::{self, LeaderWatch, WaitClock};
 use crate::policy::Policy;
 use crate::sharded_map::{FlightId, Removed, Shard};
 use crate::stats::Event;
@@ -81,8 +82,8 @@ pub enum Joined<'g, K, V> {
 pub struct LeaderGuard<'g, K, V> {
     ctx: FlightCtx<'g, K, V>,
     id: FlightId,
-    /// Set once the flight has been handed its result (or its panic).
-    landed: bool,
+    /// Taken once the flight has been handed its result (or its panic).
+    watch: Option<LeaderWatch>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -91,7 +92,7 @@ impl<'g, K, V> LeaderGuard<'g, K, V> {
         LeaderGuard {
             ctx,
             id,
-            landed: false,
+            watch: Some(LeaderWatch::start(ctx.policy)),
             _not_send: PhantomData,
         }
     }
@@ -112,8 +113,8 @@ impl<'g, K, V> LeaderGuard<'g, K, V> {
     where
         V: Clone,
     {
-        self.landed = true;
-        land(self.ctx, self.id, Ok(value), |_| false)
+        let watch = self.watch.take().expect("a guard lands once");
+        land(self.ctx, self.id, Ok(value), |_| false, watch)
     }
 
     /// Runs `f` and lands the flight with its value or its panic: `work`'s
@@ -122,19 +123,19 @@ impl<'g, K, V> LeaderGuard<'g, K, V> {
     where
         V: Clone,
     {
-        self.landed = true;
+        let watch = self.watch.take().expect("a guard lands once");
         // Caught so the followers learn of the panic (and its message) before
         // the leader resumes it; nothing of `f`'s state is looked at afterwards.
         let result = panic::catch_unwind(AssertUnwindSafe(f));
-        land(self.ctx, self.id, result, failed)
+        land(self.ctx, self.id, result, failed, watch)
     }
 }
 
 impl<K, V> Drop for LeaderGuard<'_, K, V> {
     fn drop(&mut self) {
-        if self.landed {
+        let Some(watch) = self.watch.take() else {
             return;
-        }
+        };
         let ctx = self.ctx;
         let Removed {
             call, attempt, key, ..
@@ -145,16 +146,19 @@ impl<K, V> Drop for LeaderGuard<'_, K, V> {
                 call.rerun(attempt);
             } else if attempt < ctx.policy.retries {
                 ctx.shard.counters.record(Event::Retry);
+                observe::retried(ctx.policy, attempt + 1);
                 call.rerun(attempt + 1);
             } else {
                 call.abandon(LeaderPanicked::unknown());
             }
         }
-        ctx.shard.counters.record(if unwinding {
-            Event::LeaderPanic
+        if unwinding {
+            ctx.shard.counters.record(Event::LeaderPanic);
+            watch.panicked(ctx.policy);
         } else {
-            Event::LeaderAbandon
-        });
+            ctx.shard.counters.record(Event::LeaderAbandon);
+            watch.abandoned();
+        }
         let dropped = drop_caught(key);
         if unwinding {
             forget_panic(dropped);
@@ -178,6 +182,7 @@ fn land<K, V: Clone>(
     id: FlightId,
     result: std::thread::Result<V>,
     failed: fn(&V) -> bool,
+    watch: LeaderWatch,
 ) -> Outcome<V> {
     let Removed {
         call,
@@ -193,6 +198,7 @@ fn land<K, V: Clone>(
                 None => Ok(1),
                 Some(call) if may_retry && failed(&value) => {
                     counters.record(Event::Retry);
+                    observe::retried(ctx.policy, attempt + 1);
                     call.rerun(attempt + 1);
                     Ok(1)
                 }
@@ -200,6 +206,7 @@ fn land<K, V: Clone>(
             };
             match served {
                 Ok(callers) => {
+                    watch.landed(ctx.policy, callers);
                     // The key is this leader's own (or a spare of a type
                     // whose `Drop` runs no user code): its panic is ours.
                     if let Err(payload) = drop_caught(key) {
@@ -214,6 +221,7 @@ fn land<K, V: Clone>(
                 }
                 Err(clone_payload) => {
                     counters.record(Event::LeaderPanic);
+                    watch.panicked(ctx.policy);
                     // Leaked, not dropped: a `Drop` that panicked now would
                     // replace the clone's payload.
                     std::mem::forget(value);
@@ -226,12 +234,14 @@ fn land<K, V: Clone>(
             if let Some(call) = call {
                 if may_retry {
                     counters.record(Event::Retry);
+                    observe::retried(ctx.policy, attempt + 1);
                     call.rerun(attempt + 1);
                 } else {
                     call.abandon(LeaderPanicked::from_payload(&*payload));
                 }
             }
             counters.record(Event::LeaderPanic);
+            watch.panicked(ctx.policy);
             forget_panic(drop_caught(key));
             panic::resume_unwind(payload)
         }
@@ -278,6 +288,7 @@ fn land<K, V: Clone>(
 pub struct Waiter<'g, K, V> {
     ctx: FlightCtx<'g, K, V>,
     state: WaiterState<V>,
+    clock: WaitClock,
 }
 
 enum WaiterState<V> {
@@ -294,7 +305,11 @@ impl<'g, K, V> Waiter<'g, K, V> {
             Some(call) => WaiterState::Waiting(call),
             None => WaiterState::Overloaded,
         };
-        Waiter { ctx, state }
+        Waiter {
+            ctx,
+            state,
+            clock: WaitClock::start(),
+        }
     }
 
     /// Parks until the flight ends and returns its value.
@@ -398,6 +413,7 @@ impl<'g, K, V> Waiter<'g, K, V> {
         match waited {
             Waited::Served { value, .. } => {
                 counters.record(Event::FollowerServed);
+                self.clock.served(self.ctx.policy);
                 Ok(value)
             }
             Waited::Rerun { .. } => {
@@ -406,6 +422,7 @@ impl<'g, K, V> Waiter<'g, K, V> {
             }
             Waited::LeaderPanicked(why) => {
                 counters.record(Event::FollowerPanic);
+                self.clock.leader_panicked(self.ctx.policy);
                 panic::resume_unwind(Box::new(why))
             }
             Waited::ClonePanicked(payload) => {
@@ -428,6 +445,7 @@ impl<K, V> Drop for Waiter<'_, K, V> {
         };
         let departed = call.depart();
         self.ctx.shard.counters.record(Event::FollowerTimeout);
+        self.clock.timed_out(self.ctx.policy);
         if let Departed::Last(Some(value)) = departed {
             // The last copy is this waiter's to drop; while unwinding, a
             // second panic from its `Drop` would abort, so it is leaked.

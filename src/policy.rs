@@ -47,7 +47,6 @@ pub enum ErrorPolicy {
 }
 
 /// The builder's choices, as the call path reads them.
-#[derive(Debug, Clone)]
 pub(crate) struct Policy {
     pub(crate) max_flight_age: Option<Duration>,
     pub(crate) max_followers: Option<usize>,
@@ -55,6 +54,8 @@ pub(crate) struct Policy {
     /// Identifies the group in traces and metrics.
     #[cfg_attr(not(any(feature = "tracing", feature = "metrics")), allow(dead_code))]
     pub(crate) name: Cow<'static, str>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: once_cell::sync::OnceCell<crate::observe::Handles>,
 }
 
 impl Default for Policy {
@@ -64,6 +65,8 @@ impl Default for Policy {
             max_followers: None,
             retries: 0,
             name: Cow::Borrowed("default"),
+            #[cfg(feature = "metrics")]
+            metrics: once_cell::sync::OnceCell::new(),
         }
     }
 }

@@ -91,8 +91,10 @@ pub(crate) enum Arrival {
 pub(crate) enum Entered<V> {
     Leader {
         id: FlightId,
-        /// The flight this one replaced for its age: its followers are to
-        /// be moved over, which the new leader does outside the lock.
+        /// Whether this flight replaces one that outlived `max_flight_age`.
+        replacing: bool,
+        /// That flight's followers, if any: the new leader moves them over,
+        /// outside the lock.
         replaced: Option<Arc<Call<V>>>,
     },
     Follower(Arc<Call<V>>),
@@ -218,6 +220,7 @@ impl<K, V> Shard<K, V> {
         let key_code = KeyCodeUnderLock::begin();
         let lookup = key.as_ref().expect("a caller enters with its key");
         let mut replaced = None;
+        let mut replacing = false;
         if let Some(index) = flights.live(hash, lookup) {
             let flight = &mut flights.list[index];
             if flight.leader == me {
@@ -236,6 +239,7 @@ impl<K, V> Shard<K, V> {
                 // The old leader keeps running and removes only its own
                 // flight; new callers and its followers go to the new one.
                 flight.forgotten = true;
+                replacing = true;
                 replaced = flight.call.clone();
                 flights.replacements += 1;
             } else {
@@ -285,7 +289,11 @@ impl<K, V> Shard<K, V> {
             started: policy.max_flight_age.map(|_| Instant::now()),
             attempt,
         });
-        Entered::Leader { id, replaced }
+        Entered::Leader {
+            id,
+            replacing,
+            replaced,
+        }
     }
 
     /// Takes the leader's own flight out, whether or not it was forgotten.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use sync_singleflight::{Group, LeaderPanicked, Role, Timeout};
+use sync_singleflight::{ErrorPolicy, Group, Joined, LeaderPanicked, Role, Timeout, WaitError};
 
 /// Panics are part of several models; their messages would flood the
 /// output once per explored interleaving.
@@ -48,8 +48,8 @@ fn assert_quiet<V>(group: &Group<u32, V>) {
     assert_eq!(group.in_flight(), 0, "an entry was left behind");
     let stats = group.stats();
     assert_eq!(
-        stats.followers_joined,
-        stats.followers_served + stats.follower_timeouts + stats.follower_panics,
+        stats.followers_unaccounted(),
+        0,
         "a follower is unaccounted for: {stats:?}"
     );
 }
@@ -234,6 +234,7 @@ fn value_clone_panics_in_a_follower() {
         assert!(clone_panics <= 1);
         assert_eq!(group.in_flight(), 0);
         let stats = group.stats();
+        assert_eq!(stats.follower_own_panics, clone_panics, "{stats:?}");
         assert_eq!(
             stats.followers_joined,
             stats.followers_served + clone_panics,
@@ -266,6 +267,126 @@ fn recursion_is_detected_with_a_follower_around() {
             }
             Ok(value) => assert_eq!(value, 5, "it can only have followed the other thread"),
         }
+        assert_quiet(&group);
+    });
+}
+
+// A forgotten flight is not counted by `in_flight`, even while it runs and
+// another thread forgets it too.
+#[test]
+fn in_flight_excludes_a_forgotten_flight_while_it_runs() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let other = {
+            let group = group.clone();
+            thread::spawn(move || group.forget(&1))
+        };
+        let value = group.work(&1, || {
+            group.forget(&1);
+            assert_eq!(group.in_flight(), 0, "a forgotten flight was counted");
+            1
+        });
+        other.join().unwrap();
+        assert_eq!(value, 1);
+        assert_quiet(&group);
+    });
+}
+
+// Age replacement with a zero age: every caller that finds a flight
+// replaces it and moves its followers over. Whatever the interleaving,
+// every caller gets a value from a run, runs are exactly the flights
+// started, and nobody is stranded on a replaced flight.
+#[test]
+fn age_replacement_moves_followers_and_loses_nobody() {
+    model(|| {
+        let group = Arc::new(
+            Group::<u32, usize>::builder()
+                .max_flight_age(Duration::ZERO)
+                .build(),
+        );
+        let runs = Arc::new(AtomicUsize::new(0));
+        let outcomes = three_callers({
+            let (group, runs) = (group.clone(), runs.clone());
+            move || {
+                group.work_with_role(&1, || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    7
+                })
+            }
+        });
+        assert!(outcomes.iter().all(|o| o.value == 7));
+        assert_quiet(&group);
+        let stats = group.stats();
+        assert_eq!(
+            stats.leader_runs + stats.followers_promoted,
+            runs.load(Ordering::Relaxed) as u64
+        );
+    });
+}
+
+// Retry election: the first run fails; its followers elect exactly one
+// new leader among themselves, so only its own leader sees the error and
+// nobody hangs.
+#[test]
+fn a_failed_flight_elects_one_new_leader() {
+    model(|| {
+        type Shared = Result<usize, std::sync::Arc<&'static str>>;
+        let group = Arc::new(
+            Group::<u32, Shared>::builder()
+                .error_policy(ErrorPolicy::Retry { retries: 1 })
+                .build(),
+        );
+        let runs = Arc::new(AtomicUsize::new(0));
+        let results = three_callers({
+            let (group, runs) = (group.clone(), runs.clone());
+            move || {
+                group.try_work(&1, || match runs.fetch_add(1, Ordering::Relaxed) {
+                    0 => Err("down"),
+                    n => Ok(n),
+                })
+            }
+        });
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(failed, 1, "only the failed run's own leader gets its error");
+        assert_quiet(&group);
+        let stats = group.stats();
+        assert_eq!(
+            stats.leader_runs + stats.followers_promoted,
+            runs.load(Ordering::Relaxed) as u64
+        );
+        assert!(stats.followers_promoted <= 1, "never a herd: {stats:?}");
+    });
+}
+
+// A leader guard dropped unfilled: a `work` follower is elected to run its
+// own function, a waiter is told `Abandoned`, and nobody hangs.
+#[test]
+fn an_abandoned_guard_strands_nobody() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let quitter = {
+            let group = group.clone();
+            thread::spawn(move || match group.join(&1) {
+                Joined::Leader(guard) => drop(guard),
+                Joined::Waiter(waiter) => {
+                    let _ = waiter.wait();
+                }
+            })
+        };
+        let worker = {
+            let group = group.clone();
+            thread::spawn(move || group.work(&1, || 5))
+        };
+        match group.join(&1) {
+            Joined::Leader(guard) => assert!(matches!(guard.fill(6).value, 6)),
+            Joined::Waiter(waiter) => match waiter.wait() {
+                Ok(value) => assert!(value == 5 || value == 6),
+                Err(error) => assert_eq!(error, WaitError::Abandoned),
+            },
+        }
+        quitter.join().unwrap();
+        let value = worker.join().unwrap();
+        assert!(value == 5 || value == 6);
         assert_quiet(&group);
     });
 }
