@@ -241,3 +241,6 @@ pub use join::{Joined, LeaderGuard, Waiter};
 pub use key::ToKey;
 pub use policy::ErrorPolicy;
 pub use stats::Stats;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::loom_clock;

@@ -25,7 +25,7 @@ use crate::call::Call;
 use crate::key::{KeyArg, is_recyclable};
 use crate::policy::Policy;
 use crate::stats::{Stats, UnlockedCounters};
-use crate::sync::{Arc, KeyCodeUnderLock, Mutex, ThreadToken, current_thread};
+use crate::sync::{Arc, KeyCodeUnderLock, Mutex, ThreadToken, current_thread, has_aged};
 
 /// Identifies one flight within its shard, so a leader removes its own
 /// flight and never a newer one for the same key (Go issue 31420).
@@ -232,7 +232,7 @@ impl<K, V> Shard<K, V> {
                 );
             }
             let too_old = match (policy.max_flight_age, flight.started) {
-                (Some(limit), Some(started)) => started.elapsed() >= limit,
+                (Some(limit), Some(started)) => has_aged(started, limit),
                 _ => false,
             };
             if too_old {

@@ -11,7 +11,7 @@
 //! shard locks are parking_lot's; the per-flight wait is a [`HerdLock`].
 
 use std::sync::PoisonError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(not(loom))]
 mod imp {
@@ -192,5 +192,36 @@ impl<T> HerdLock<T> {
 
     pub(crate) fn notify_all(&self) {
         self.woken.notify_all();
+    }
+}
+
+/// Whether a flight that started at `started` is older than `limit`.
+#[cfg(not(loom))]
+pub(crate) fn has_aged(started: Instant, limit: Duration) -> bool {
+    started.elapsed() >= limit
+}
+
+/// loom has no clock, so age is modelled as a switch the model flips at any
+/// moment ([`loom_clock::age_every_flight`]): the checker then explores
+/// every point at which a flight can turn too old, just as a timed wait is
+/// modelled by [`HerdLock::wait_until`].
+#[cfg(loom)]
+pub(crate) fn has_aged(_started: Instant, _limit: Duration) -> bool {
+    loom_clock::AGED.load(Ordering::SeqCst)
+}
+
+/// The model's control over flight age (`cfg(loom)` only).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_clock {
+    use super::{AtomicBool, Ordering};
+
+    loom::lazy_static! {
+        pub(crate) static ref AGED: AtomicBool = AtomicBool::new(false);
+    }
+
+    /// From now on, every flight is older than any `max_flight_age`.
+    pub fn age_every_flight() {
+        AGED.store(true, Ordering::SeqCst);
     }
 }
