@@ -244,3 +244,9 @@ pub use stats::Stats;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use sync::loom_clock;
+
+/// Compiles and runs every Rust block of the README as a doctest, so the
+/// README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
