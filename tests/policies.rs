@@ -1030,3 +1030,78 @@ fn a_moved_follower_over_the_cap_is_still_accounted_for() {
         assert_eq!(own_runs, 0, "moved followers ran their own function");
     });
 }
+
+/// Under `Retry`, a `Waiter` on a failed flight is told `Abandoned` (it has
+/// no function to rerun), while `work` followers elect one of themselves.
+#[test]
+fn a_waiter_on_a_failed_flight_under_retry_is_told_abandoned() {
+    with_deadline("retry_waiter", || {
+        let group = Arc::new(
+            Group::<u64, Res>::builder()
+                .error_policy(ErrorPolicy::Retry { retries: 1 })
+                .build(),
+        );
+        let gate = Arc::new(Gate::default());
+        let leader = gated_try_leader(&group, 1, &gate, Err(Fail("first".into())));
+        let waiter = spawn_follower(&group, 1, |g| match g.join(&1) {
+            Joined::Waiter(waiter) => waiter.wait(),
+            Joined::Leader(_) => panic!("a running flight is joined"),
+        });
+        let worker = spawn_follower(&group, 2, |g| g.try_work(&1, || Ok::<_, Fail>(5)));
+        gate.open();
+        assert_eq!(leader.join().unwrap().unwrap_err().0, "first");
+        assert!(matches!(waiter.join().unwrap(), Err(WaitError::Abandoned)));
+        assert_eq!(worker.join().unwrap().unwrap(), 5);
+        let stats = group.stats();
+        assert_eq!(
+            (
+                stats.retries,
+                stats.followers_abandoned,
+                stats.followers_promoted
+            ),
+            (1, 1, 1)
+        );
+        assert_quiet(&*group);
+    });
+}
+
+/// The followers moved off a replaced flight when the replacement is quick:
+/// they must join it (or get its value), not each run their own function.
+#[test]
+#[ignore = "BUG: moved followers that re-enter after a quick replacement landed each run their own f"]
+fn moved_followers_do_not_each_run_their_own_function() {
+    with_deadline("moved_herd", || {
+        let mut own_runs = Vec::new();
+        for _ in 0..5 {
+            let group = Arc::new(Group::<u64, u64>::builder().max_flight_age(AGE).build());
+            let old_gate = Arc::new(Gate::default());
+            let old = gated_leader(&group, 1, &old_gate, 1);
+            let runs = Arc::new(AtomicUsize::new(0));
+            let movers: Vec<_> = (1..=6)
+                .map(|joined| {
+                    let runs = Arc::clone(&runs);
+                    spawn_follower(&group, joined, move |g| {
+                        g.work(&1, || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            3
+                        })
+                    })
+                })
+                .collect();
+            age_past(AGE);
+            // The replacement answers at once.
+            assert_eq!(group.work(&1, || 2), 2);
+            for mover in movers {
+                mover.join().unwrap();
+            }
+            old_gate.open();
+            assert_eq!(old.join().unwrap().value, 1);
+            assert_quiet(&*group);
+            own_runs.push(runs.load(Ordering::SeqCst));
+        }
+        assert!(
+            own_runs.iter().all(|&runs| runs == 0),
+            "moved followers (6 a round) ran their own function: {own_runs:?}"
+        );
+    });
+}
