@@ -193,7 +193,7 @@ fn run(
         Duration::from_millis(options.query_ms),
     )
     .map_err(|e| format!("creating the SQLite database: {e}"))?;
-    let group = with_group.then(|| Arc::new(Group::new()));
+    let group = with_group.then(|| Arc::new(Group::builder().name("users").build()));
     let app = Arc::new(App::new(db, group.clone()));
     let server = Server::start(app.clone(), options.concurrency)
         .map_err(|e| format!("starting the server: {e}"))?;
