@@ -63,11 +63,10 @@ impl<K, V, S> GroupBuilder<K, V, S> {
     /// - The old leader is not interrupted (a blocking call cannot be). It
     ///   finishes normally, gets its own value, and removes only its own
     ///   flight, never the replacement.
-    /// - The followers parked on the old flight **move over**: they are
-    ///   woken and join the replacement, so they are not stuck behind the
-    ///   hung leader either. (A [`Waiter`](crate::Waiter) is told
-    ///   [`WaitError::Abandoned`](crate::WaitError::Abandoned) and may join
-    ///   again.)
+    /// - The followers parked on the old flight **move over**: the
+    ///   replacement adopts them (they never re-enter the table), so they
+    ///   get the replacement's value and are not stuck behind the hung
+    ///   leader either. [`Waiter`](crate::Waiter)s move too.
     /// - At most one replacement per `age`: the replacement is itself a
     ///   fresh flight that must age before it can be replaced in turn, so a
     ///   hung backend sees one extra call per `age`, never a herd.
@@ -104,7 +103,10 @@ impl<K, V, S> GroupBuilder<K, V, S> {
     /// | [`work_within`](crate::Group::work_within), [`try_work_within`](crate::Group::try_work_within) | gets [`WaitError::Overloaded`](crate::WaitError::Overloaded) / [`TryError::Overloaded`](crate::TryError::Overloaded) at once |
     /// | [`join`](crate::Group::join) | gets a [`Waiter`](crate::Waiter) whose every method returns [`WaitError::Overloaded`](crate::WaitError::Overloaded) at once |
     ///
-    /// Followers that timed out no longer count against the cap.
+    /// Followers that timed out (or dropped their `Waiter`) no longer count
+    /// against the cap; a `Waiter` whose `wait_timeout` ran out keeps its
+    /// place, and so its slot. Followers moved by a replacement or staying
+    /// for a rerun keep theirs.
     /// [`Stats::overflows`](crate::Stats::overflows) counts the callers
     /// turned away. `max_followers(0)` means no caller ever waits.
     ///

@@ -38,6 +38,11 @@ pub(crate) struct Call<V> {
     /// their waiter). Changed under the call lock; read without it by the
     /// follower cap, for which a momentary lag is harmless.
     departed: AtomicUsize,
+    /// Registered followers that hold a function of their own and so can be
+    /// elected to lead a rerun (`work` callers, not `Waiter`s), minus those
+    /// that departed or were elected. Raised under the shard lock as they
+    /// join, lowered under the call lock.
+    candidates: AtomicUsize,
 }
 
 struct CallState<V> {
@@ -55,13 +60,15 @@ enum Phase<V> {
         callers: usize,
     },
     Panicked(LeaderPanicked),
-    /// The flight will not give its followers a value, and they should
-    /// enter again: it failed under a retry policy, was replaced for its
-    /// age, or its guard was dropped unfilled. A re-entering follower that
-    /// finds no flight leads attempt number `next_attempt`.
-    Rerun {
-        next_attempt: u32,
-    },
+    /// The leader gave up without a value (it failed under a retry policy,
+    /// or its guard was dropped) and the flight, still in its shard under
+    /// the same id, needs a new leader: the first candidate follower to see
+    /// this takes the lead (and sets the phase back to `Running`); everyone
+    /// else keeps waiting for that rerun.
+    Elect,
+    /// The leader gave up without a value and no follower could take over:
+    /// waiters get `WaitError::Abandoned`.
+    Abandoned,
 }
 
 /// How a follower's wait ended.
@@ -73,10 +80,10 @@ pub(crate) enum Waited<V> {
         callers: usize,
     },
     LeaderPanicked(LeaderPanicked),
-    /// See [`Phase::Rerun`].
-    Rerun {
-        next_attempt: u32,
-    },
+    /// This follower was elected to lead the rerun (see [`Phase::Elect`]).
+    Elected,
+    /// See [`Phase::Abandoned`].
+    Abandoned,
     TimedOut,
     /// Its own `V::clone` panicked, after it was accounted for and the lock
     /// released; the caller records it and resumes the payload.
@@ -95,7 +102,31 @@ impl<V> Call<V> {
             }),
             landed: AtomicBool::new(false),
             departed: AtomicUsize::new(0),
+            candidates: AtomicUsize::new(0),
         }
+    }
+
+    /// A follower with a function of its own joined (under the shard lock).
+    pub(crate) fn add_candidate(&self) {
+        self.candidates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by a leader that gives up without a value, holding the shard
+    /// lock of the flight (the one place two locks nest, always shard then
+    /// call, and no user code runs here): if a candidate follower is still
+    /// waiting, the flight goes to `Elect` and `true` is returned; the
+    /// caller then keeps the flight in its shard for the elected one.
+    /// Joins (shard lock) and departures (call lock) are both excluded, so
+    /// the candidate counted here is certain to see the election.
+    pub(crate) fn elect(&self) -> bool {
+        let mut state = self.state.lock();
+        if !matches!(state.phase, Phase::Running) || self.candidates.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        state.phase = Phase::Elect;
+        drop(state);
+        self.state.notify_all();
+        true
     }
 
     /// Followers that left before the flight landed.
@@ -112,9 +143,7 @@ impl<V> Call<V> {
     /// stays in user hands).
     ///
     /// If cloning panics, the followers are told the leader panicked and the
-    /// payload is handed back for the leader to resume. If the flight was
-    /// already sent to rerun (replaced for its age), its followers have
-    /// moved on and only the leader is served.
+    /// payload is handed back for the leader to resume.
     ///
     /// `joined` is the number of followers that joined the flight, final
     /// once the leader has taken the flight out of its shard.
@@ -123,9 +152,10 @@ impl<V> Call<V> {
         V: Clone,
     {
         let mut state = self.state.lock();
-        if !matches!(state.phase, Phase::Running) {
-            return Ok(1);
-        }
+        debug_assert!(
+            matches!(state.phase, Phase::Running),
+            "only the leader lands a flight"
+        );
         state.waiting = joined - self.departed.load(Ordering::Relaxed);
         let callers = 1 + state.waiting;
         // Cloned under the lock, so no follower can depart between the
@@ -159,12 +189,12 @@ impl<V> Call<V> {
         }
     }
 
-    /// Sends every registered follower back to enter again (see
-    /// [`Phase::Rerun`]), unless the flight has already ended for them.
-    pub(crate) fn rerun(&self, next_attempt: u32) {
+    /// Tells every registered waiter the flight ended without a value for
+    /// it (see [`Phase::Abandoned`]).
+    pub(crate) fn abandon_waiters(&self) {
         let mut state = self.state.lock();
         if matches!(state.phase, Phase::Running) {
-            state.phase = Phase::Rerun { next_attempt };
+            state.phase = Phase::Abandoned;
             self.land(state);
         }
     }
@@ -172,13 +202,15 @@ impl<V> Call<V> {
     fn land(&self, state: HerdGuard<'_, CallState<V>>) {
         self.landed.store(true, Ordering::Release);
         drop(state);
+        // Woken after the unlock, so the herd does not wake into a held lock.
         self.state.notify_all();
     }
 
-    /// Parks until the flight ends or `deadline` passes. On a timeout the
-    /// follower departs if `depart_on_timeout`; otherwise it stays
-    /// registered and may wait again (a `Waiter` does that).
-    pub(crate) fn wait(&self, deadline: Option<Instant>, depart_on_timeout: bool) -> Waited<V>
+    /// Parks until the flight ends or `deadline` passes. A `candidate`
+    /// (a follower with a function of its own, which departs on a timeout)
+    /// may come back `Elected`; a `Waiter` (not a candidate) stays
+    /// registered on a timeout and may wait again.
+    pub(crate) fn wait(&self, deadline: Option<Instant>, candidate: bool) -> Waited<V>
     where
         V: Clone,
     {
@@ -188,16 +220,33 @@ impl<V> Call<V> {
         let mut state = self.state.lock();
         // Every wake-up, spurious or timed out, re-checks the phase.
         loop {
-            if !matches!(state.phase, Phase::Running) {
-                return state.collect();
+            match state.phase {
+                Phase::Running => {}
+                Phase::Elect if candidate => {
+                    // Elected even past its deadline: a leader always runs,
+                    // and once elected nobody else may be left waiting.
+                    state.phase = Phase::Running;
+                    self.candidates.fetch_sub(1, Ordering::Relaxed);
+                    return Waited::Elected;
+                }
+                Phase::Elect => {}
+                _ => return state.collect(),
             }
             state = match deadline {
                 None => self.state.wait(state),
                 Some(deadline) => {
                     let (state, timed_out) = self.state.wait_until(state, deadline);
-                    if timed_out && matches!(state.phase, Phase::Running) {
-                        if depart_on_timeout {
+                    // An elected candidate takes the lead at the loop's top,
+                    // deadline or not; anyone else still waiting gives up.
+                    let waiting = match state.phase {
+                        Phase::Running => true,
+                        Phase::Elect => !candidate,
+                        _ => false,
+                    };
+                    if timed_out && waiting {
+                        if candidate {
                             self.departed.fetch_add(1, Ordering::Relaxed);
+                            self.candidates.fetch_sub(1, Ordering::Relaxed);
                         }
                         return Waited::TimedOut;
                     }
@@ -214,7 +263,7 @@ impl<V> Call<V> {
     {
         let mut state = self.state.lock();
         match state.phase {
-            Phase::Running => None,
+            Phase::Running | Phase::Elect => None,
             _ => Some(state.collect()),
         }
     }
@@ -227,7 +276,7 @@ impl<V> Call<V> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         match &mut state.phase {
-            Phase::Running => {
+            Phase::Running | Phase::Elect => {
                 self.departed.fetch_add(1, Ordering::Relaxed);
                 Departed::Early
             }
@@ -241,7 +290,7 @@ impl<V> Call<V> {
                     Departed::Late
                 }
             }
-            Phase::Panicked(_) | Phase::Rerun { .. } => Departed::Late,
+            Phase::Panicked(_) | Phase::Abandoned => Departed::Late,
         }
     }
 }
@@ -262,11 +311,11 @@ impl<V: Clone> CallState<V> {
     /// lock is released.
     fn collect(&mut self) -> Waited<V> {
         match &mut self.phase {
-            Phase::Running => unreachable!("collect is only called once the flight has landed"),
+            Phase::Running | Phase::Elect => {
+                unreachable!("collect is only called once the flight has landed")
+            }
             Phase::Panicked(why) => Waited::LeaderPanicked(why.clone()),
-            Phase::Rerun { next_attempt } => Waited::Rerun {
-                next_attempt: *next_attempt,
-            },
+            Phase::Abandoned => Waited::Abandoned,
             Phase::Finished { value, callers } => {
                 let callers = *callers;
                 // Counted down before cloning, so that if the clone panics the

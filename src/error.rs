@@ -77,10 +77,9 @@ pub enum WaitError {
     /// this caller did not join it.
     Overloaded,
     /// The flight ended without a value for this waiter: its
-    /// [`LeaderGuard`](crate::LeaderGuard) was dropped unfilled, it failed
-    /// under [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry), or it was
-    /// replaced for its age. [`join`](crate::Group::join) again to lead or
-    /// follow the next flight.
+    /// [`LeaderGuard`](crate::LeaderGuard) was dropped unfilled and no
+    /// follower with a function of its own was there to be elected.
+    /// [`join`](crate::Group::join) again to lead or follow the next flight.
     Abandoned,
 }
 

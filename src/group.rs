@@ -9,7 +9,7 @@ use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
 use crate::builder::GroupBuilder;
-use crate::call::{Call, Waited};
+use crate::call::Waited;
 #[cfg(doc)]
 use crate::error::LeaderPanicked;
 use crate::error::{Timeout, TryError, WaitError};
@@ -19,7 +19,7 @@ use crate::observe::{self, FollowerSpan, WaitClock};
 use crate::policy::Policy;
 use crate::sharded_map::{Arrival, Entered, ShardedMap};
 use crate::stats::{Event, Stats};
-use crate::sync::{Arc, assert_no_key_code_running};
+use crate::sync::assert_no_key_code_running;
 
 /// Deduplicates concurrent blocking calls that share a key.
 ///
@@ -309,11 +309,12 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// `key` is any borrowed form of `K` that can make a `K` ([`ToKey`]),
     /// as with `HashMap::get`: `&str` for `String` or `Arc<str>` keys.
     ///
-    /// With policies set (see [`Group::builder`]): a follower of a flight
-    /// older than `max_flight_age` moves to its replacement; a follower of
+    /// With policies set (see [`Group::builder`]): the followers of a flight
+    /// older than `max_flight_age` go with its replacement; one follower of
     /// a failed flight under [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry)
-    /// may be elected to run its own `f`; and a caller over `max_followers`
-    /// runs its own `f` outside the flight.
+    /// (or of an abandoned [`LeaderGuard`]) is elected to run its own `f`
+    /// for all the others; and a caller over `max_followers` runs its own
+    /// `f` outside the flight.
     ///
     /// # Panics
     ///
@@ -399,7 +400,9 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// which in practice means do not wait; `Duration::MAX` (or any timeout
     /// too large for the clock) means wait forever. A caller over
     /// [`max_followers`](GroupBuilder::max_followers) gets `Err(Timeout)` at
-    /// once, as if its budget were zero.
+    /// once, as if its budget were zero. A follower elected to rerun a
+    /// failed or abandoned flight becomes its leader and, like any leader,
+    /// runs `f` to the end whatever its budget.
     ///
     /// To get the role and caller count with a budget, or to tell a timeout
     /// from an overload, use [`work_within`](Group::work_within).
@@ -516,8 +519,9 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     ///
     /// - [`Joined::Leader`]: no flight was running; this caller leads one.
     ///   Fill its [`LeaderGuard`] with the value. Dropping the guard unfilled
-    ///   abandons the flight: callers in [`work`](Group::work) waiting on it
-    ///   elect one of themselves to run their own function, and
+    ///   abandons the flight: one of the callers in [`work`](Group::work)
+    ///   waiting on it is elected to run its own function, and everyone else
+    ///   (waiters included) gets that run's value; with no such caller,
     ///   [`Waiter`]s get [`WaitError::Abandoned`]. Dropped while its thread
     ///   panics, it is a leader panic: followers get [`LeaderPanicked`].
     /// - [`Joined::Waiter`]: a flight is running; [`Waiter::wait`],
@@ -559,16 +563,19 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         assert_no_key_code_running();
         let (ctx, hash) = self.locate(&key);
         let mut key = Some(key);
-        match ctx
-            .shard
-            .enter(hash, &mut key, ctx.policy, Arrival::Fresh, ctx.recycle_keys)
-        {
-            Entered::Leader {
-                id,
-                replacing,
-                replaced,
-            } => {
-                move_followers(ctx.policy, replacing, replaced);
+        let entered = ctx.shard.enter(
+            hash,
+            &mut key,
+            ctx.policy,
+            Arrival::Fresh,
+            false,
+            ctx.recycle_keys,
+        );
+        match entered {
+            Entered::Leader { id, replacing } => {
+                if replacing {
+                    observe::replaced(ctx.policy);
+                }
                 Joined::Leader(LeaderGuard::new(ctx, id))
             }
             Entered::Follower(call) => Joined::Waiter(Waiter::new(ctx, Some(call))),
@@ -644,16 +651,14 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         // Fixed at the first wait, so a rerun does not extend the budget.
         let mut deadline = None;
         loop {
-            let call = match ctx
-                .shard
-                .enter(hash, &mut key, ctx.policy, arrival, ctx.recycle_keys)
-            {
-                Entered::Leader {
-                    id,
-                    replacing,
-                    replaced,
-                } => {
-                    move_followers(ctx.policy, replacing, replaced);
+            let entered =
+                ctx.shard
+                    .enter(hash, &mut key, ctx.policy, arrival, true, ctx.recycle_keys);
+            let call = match entered {
+                Entered::Leader { id, replacing } => {
+                    if replacing {
+                        observe::replaced(ctx.policy);
+                    }
                     return Ok(LeaderGuard::new(ctx, id).run(f, failed));
                 }
                 Entered::Full => {
@@ -674,15 +679,25 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
                 // `None` when the deadline does not fit the clock: wait forever.
                 budget.and_then(|budget| Instant::now().checked_add(budget))
             });
-            let span = FollowerSpan::enter(ctx.policy);
             let clock = WaitClock::start();
-            let waited = call.wait(deadline, true);
+            let waited = {
+                let _span = FollowerSpan::enter(ctx.policy);
+                call.wait(deadline, true)
+            };
+            if let Waited::Elected = waited {
+                let id = ctx.shard.claim(&call);
+                drop(call);
+                drop(key);
+                return Ok(LeaderGuard::new(ctx, id).run(f, failed));
+            }
             drop(call);
-            drop(span);
             let counters = &ctx.shard.counters;
             match waited {
-                Waited::Rerun { next_attempt } => {
-                    arrival = Arrival::Rejoin { next_attempt };
+                Waited::Elected => unreachable!("handled above"),
+                Waited::Abandoned => {
+                    // Only waiters are told this (no candidate was left);
+                    // should one reach here all the same, it starts over.
+                    arrival = Arrival::Rejoin;
                 }
                 Waited::Served { value, callers } => {
                     // Dropped only now that the follower is settled, so a
@@ -823,17 +838,6 @@ where
             }),
             Err(error) => Err(TryError::Failed(error)),
         }
-    }
-}
-
-/// Wakes the followers of a flight this caller replaced for its age, so
-/// they join the replacement (done outside the shard lock).
-fn move_followers<V>(policy: &Policy, replacing: bool, replaced: Option<Arc<Call<V>>>) {
-    if replacing {
-        observe::replaced(policy);
-    }
-    if let Some(call) = replaced {
-        call.rerun(0);
     }
 }
 

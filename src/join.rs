@@ -13,7 +13,7 @@ use crate::error::{LeaderPanicked, WaitError};
 use crate::group::{Outcome, Role, drop_caught, forget_panic};
 use crate::observe::{self, LeaderWatch, WaitClock};
 use crate::policy::Policy;
-use crate::sharded_map::{FlightId, Removed, Shard};
+use crate::sharded_map::{FlightId, GiveUp, HandOver, Removed, Shard};
 use crate::stats::Event;
 use crate::sync::Arc;
 
@@ -56,12 +56,13 @@ pub enum Joined<'g, K, V> {
 /// The lead of a flight, held by the caller that must produce its value.
 ///
 /// [`fill`](LeaderGuard::fill) it with the value. Dropping it unfilled
-/// abandons the flight and never leaves anyone hanging: followers in
-/// [`work`](crate::Group::work) elect one of themselves to run its own
-/// function, [`Waiter`]s get [`WaitError::Abandoned`]. Dropped while its
-/// thread unwinds, it counts as a leader panic, and followers get
-/// [`LeaderPanicked`] (or, under
-/// [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry), elect a new leader).
+/// abandons the flight and never leaves anyone hanging: one follower in
+/// [`work`](crate::Group::work) is elected to run its own function for the
+/// flight, whose other followers (waiters included) stay and get that run's
+/// value; if no follower has a function, [`Waiter`]s get
+/// [`WaitError::Abandoned`]. Dropped while its thread unwinds, it counts as
+/// a leader panic, and followers get [`LeaderPanicked`] (or, under
+/// [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry), one is elected).
 ///
 /// A guard is not `Send`: recursion detection relies on the flight being led
 /// by the thread that joined it.
@@ -137,27 +138,38 @@ impl<K, V> Drop for LeaderGuard<'_, K, V> {
             return;
         };
         let ctx = self.ctx;
-        let Removed {
-            call, attempt, key, ..
-        } = ctx.shard.remove(self.id, ctx.recycle_keys);
         let unwinding = thread::panicking();
-        if let Some(call) = call {
-            if !unwinding {
-                call.rerun(attempt);
-            } else if attempt < ctx.policy.retries {
-                ctx.shard.counters.record(Event::Retry);
-                observe::retried(ctx.policy, attempt + 1);
-                call.rerun(attempt + 1);
-            } else {
-                call.abandon(LeaderPanicked::unknown());
-            }
-        }
+        let counters = &ctx.shard.counters;
         if unwinding {
-            ctx.shard.counters.record(Event::LeaderPanic);
+            counters.record(Event::LeaderPanic);
             watch.panicked(ctx.policy);
         } else {
-            ctx.shard.counters.record(Event::LeaderAbandon);
+            counters.record(Event::LeaderAbandon);
             watch.abandoned();
+        }
+        let why = if unwinding {
+            GiveUp::Failed {
+                retries: ctx.policy.retries,
+            }
+        } else {
+            GiveUp::Abandoned
+        };
+        let Removed { call, key, .. } = match ctx.shard.hand_over(self.id, why, ctx.recycle_keys) {
+            HandOver::Elected => {
+                if unwinding {
+                    counters.record(Event::Retry);
+                    observe::retried(ctx.policy);
+                }
+                return;
+            }
+            HandOver::Removed(removed) => removed,
+        };
+        if let Some(call) = call {
+            if unwinding {
+                call.abandon(LeaderPanicked::unknown());
+            } else {
+                call.abandon_waiters();
+            }
         }
         let dropped = drop_caught(key);
         if unwinding {
@@ -174,9 +186,10 @@ impl<K, V> fmt::Debug for LeaderGuard<'_, K, V> {
     }
 }
 
-/// Ends a leader's flight: takes it out of its shard, then serves, reruns
-/// or fails its followers, and returns the leader's own outcome (or
-/// resumes its panic).
+/// Ends a leader's flight: under a retry policy, a failure is handed to an
+/// elected follower if one can take it; otherwise the flight is taken out
+/// of its shard and its followers are served or failed. Returns the
+/// leader's own outcome (or resumes its panic).
 fn land<K, V: Clone>(
     ctx: FlightCtx<'_, K, V>,
     id: FlightId,
@@ -184,24 +197,50 @@ fn land<K, V: Clone>(
     failed: fn(&V) -> bool,
     watch: LeaderWatch,
 ) -> Outcome<V> {
+    let counters = &ctx.shard.counters;
+    let failure = match &result {
+        Ok(value) => failed(value),
+        Err(_) => true,
+    };
+    let removed = if failure && ctx.policy.retries > 0 {
+        let why = GiveUp::Failed {
+            retries: ctx.policy.retries,
+        };
+        match ctx.shard.hand_over(id, why, ctx.recycle_keys) {
+            HandOver::Elected => {
+                counters.record(Event::Retry);
+                observe::retried(ctx.policy);
+                // The key stays with the flight, for its rerun.
+                return match result {
+                    Ok(value) => {
+                        watch.landed(ctx.policy, 1);
+                        Outcome {
+                            value,
+                            role: Role::Leader,
+                            callers: 1,
+                        }
+                    }
+                    Err(payload) => {
+                        counters.record(Event::LeaderPanic);
+                        watch.panicked(ctx.policy);
+                        panic::resume_unwind(payload)
+                    }
+                };
+            }
+            HandOver::Removed(removed) => removed,
+        }
+    } else {
+        ctx.shard.remove(id, ctx.recycle_keys)
+    };
     let Removed {
         call,
         followers,
-        attempt,
         key,
-    } = ctx.shard.remove(id, ctx.recycle_keys);
-    let counters = &ctx.shard.counters;
-    let may_retry = attempt < ctx.policy.retries;
+    } = removed;
     match result {
         Ok(value) => {
             let served = match call {
                 None => Ok(1),
-                Some(call) if may_retry && failed(&value) => {
-                    counters.record(Event::Retry);
-                    observe::retried(ctx.policy, attempt + 1);
-                    call.rerun(attempt + 1);
-                    Ok(1)
-                }
                 Some(call) => call.finish(&value, followers),
             };
             match served {
@@ -232,13 +271,7 @@ fn land<K, V: Clone>(
         }
         Err(payload) => {
             if let Some(call) = call {
-                if may_retry {
-                    counters.record(Event::Retry);
-                    observe::retried(ctx.policy, attempt + 1);
-                    call.rerun(attempt + 1);
-                } else {
-                    call.abandon(LeaderPanicked::from_payload(&*payload));
-                }
+                call.abandon(LeaderPanicked::from_payload(&*payload));
             }
             counters.record(Event::LeaderPanic);
             watch.panicked(ctx.policy);
@@ -316,10 +349,11 @@ impl<'g, K, V> Waiter<'g, K, V> {
     ///
     /// # Errors
     ///
-    /// [`WaitError::Abandoned`] if the flight ended without a value (its
-    /// guard was dropped, it failed under a retry policy, or it was
-    /// replaced for its age); [`WaitError::Overloaded`] if the follower cap
-    /// turned this caller away.
+    /// [`WaitError::Abandoned`] if the flight's guard was dropped unfilled
+    /// and no follower could rerun it; [`WaitError::Overloaded`] if the
+    /// follower cap turned this caller away. (A waiter stays on a flight
+    /// that is replaced for its age or rerun after a failure, and gets the
+    /// new run's value.)
     ///
     /// # Panics
     ///
@@ -416,7 +450,7 @@ impl<'g, K, V> Waiter<'g, K, V> {
                 self.clock.served(self.ctx.policy);
                 Ok(value)
             }
-            Waited::Rerun { .. } => {
+            Waited::Abandoned => {
                 counters.record(Event::FollowerAbandoned);
                 Err(WaitError::Abandoned)
             }
@@ -430,6 +464,7 @@ impl<'g, K, V> Waiter<'g, K, V> {
                 panic::resume_unwind(payload)
             }
             Waited::TimedOut => unreachable!("handled above"),
+            Waited::Elected => unreachable!("a waiter is never a candidate"),
         }
     }
 }

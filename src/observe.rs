@@ -216,14 +216,13 @@ pub(crate) fn replaced(policy: &Policy) {
     not(any(feature = "tracing", feature = "metrics")),
     allow(unused_variables)
 )]
-pub(crate) fn retried(policy: &Policy, next_attempt: u32) {
+pub(crate) fn retried(policy: &Policy) {
     #[cfg(feature = "metrics")]
     handles(policy).retries.increment(1);
     #[cfg(feature = "tracing")]
     tracing::info!(
         group = %policy.name,
-        next_attempt,
-        "a flight failed; its followers elect one of them to run again"
+        "a flight failed; one of its followers is elected to run it again"
     );
 }
 

@@ -15,10 +15,13 @@ use std::time::Duration;
 /// | policy | the leader | its followers |
 /// |---|---|---|
 /// | `Share` (default, Go's) | gets its error, or unwinds with its panic | get the same error, or unwind with [`LeaderPanicked`](crate::LeaderPanicked) |
-/// | `Retry { retries }` | gets its error, or unwinds with its panic | elect **one** new leader among themselves (the first to re-enter), which runs its own function while the rest wait for it; after `retries` failed reruns the failure is shared as under `Share` |
+/// | `Retry { retries }` | gets its error, or unwinds with its panic | **one** of them (the first to wake, among those with a function of their own) is elected and reruns the flight with its own function; the others, and [`Waiter`](crate::Waiter)s, stay on the same flight and get the rerun's result; after `retries` failed reruns in a row the failure is shared as under `Share` |
 ///
-/// A retry never becomes a herd: exactly one follower reruns, and callers
-/// that arrive meanwhile join that rerun.
+/// A retry never becomes a herd: the flight stays in the table under the
+/// same identity while its leader changes, so exactly one follower reruns
+/// it, however quickly that rerun finishes, and callers that arrive
+/// meanwhile join it. With no follower that has a function (only
+/// `Waiter`s), the failure is shared.
 ///
 /// # Examples
 ///

@@ -65,7 +65,8 @@ struct Flight<K, V> {
     hash: u64,
     id: FlightId,
     key: K,
-    leader: ThreadToken,
+    /// `None` while the flight waits for the follower elected to rerun it.
+    leader: Option<ThreadToken>,
     /// A forgotten (or replaced) flight still runs, and its leader still
     /// removes it, but no new caller joins it.
     forgotten: bool,
@@ -80,22 +81,38 @@ struct Flight<K, V> {
 }
 
 /// Whether a caller arrives for the first time or re-enters after its
-/// flight ended without a value for it (see `Phase::Rerun`).
-#[derive(Debug, Clone, Copy)]
+/// flight ended without a value for it (counted once, at its first entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arrival {
     Fresh,
-    Rejoin { next_attempt: u32 },
+    Rejoin,
+}
+
+/// Why a leader gives its flight up without a value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GiveUp {
+    /// It failed (or panicked) under a retry policy allowing `retries`
+    /// reruns in a row.
+    Failed { retries: u32 },
+    /// Its guard was dropped unfilled.
+    Abandoned,
+}
+
+/// What became of a flight its leader gave up.
+pub(crate) enum HandOver<K, V> {
+    /// It stays in its shard, and a follower has been elected to rerun it.
+    Elected,
+    /// Nobody can take over: it was removed like a landed flight.
+    Removed(Removed<K, V>),
 }
 
 /// How a caller entered a flight.
 pub(crate) enum Entered<V> {
     Leader {
         id: FlightId,
-        /// Whether this flight replaces one that outlived `max_flight_age`.
+        /// Whether this flight replaces one that outlived `max_flight_age`
+        /// (and took over its followers).
         replacing: bool,
-        /// That flight's followers, if any: the new leader moves them over,
-        /// outside the lock.
-        replaced: Option<Arc<Call<V>>>,
     },
     Follower(Arc<Call<V>>),
     /// The flight has `max_followers` waiting already.
@@ -106,7 +123,6 @@ pub(crate) enum Entered<V> {
 pub(crate) struct Removed<K, V> {
     pub(crate) call: Option<Arc<Call<V>>>,
     pub(crate) followers: usize,
-    pub(crate) attempt: u32,
     /// A key for the leader to drop outside the lock once its followers are
     /// served: its own, or a displaced spare of a recyclable type.
     pub(crate) key: Option<K>,
@@ -187,6 +203,14 @@ impl<K, V> ShardedMap<K, V> {
 }
 
 impl<K, V> Flights<K, V> {
+    /// A flight by its id: its leader's (or elected follower's) handle.
+    fn by_id(&mut self, id: FlightId) -> &mut Flight<K, V> {
+        self.list
+            .iter_mut()
+            .find(|flight| flight.id == id)
+            .expect("a flight stays in its shard until its leader removes it")
+    }
+
     /// Where the flight a new caller for `key` would join is: same hash
     /// (compared first, so the key's `Eq` runs only on a likely match), not
     /// forgotten, equal key.
@@ -213,6 +237,7 @@ impl<K, V> Shard<K, V> {
         key: &mut Option<A>,
         policy: &Policy,
         arrival: Arrival,
+        candidate: bool,
         recycle_keys: bool,
     ) -> Entered<V> {
         let me = current_thread();
@@ -220,10 +245,9 @@ impl<K, V> Shard<K, V> {
         let key_code = KeyCodeUnderLock::begin();
         let lookup = key.as_ref().expect("a caller enters with its key");
         let mut replaced = None;
-        let mut replacing = false;
         if let Some(index) = flights.live(hash, lookup) {
             let flight = &mut flights.list[index];
-            if flight.leader == me {
+            if flight.leader == Some(me) {
                 drop(key_code);
                 drop(flights);
                 panic!(
@@ -231,19 +255,16 @@ impl<K, V> Shard<K, V> {
                      already leading; waiting for itself would deadlock"
                 );
             }
-            let too_old = match (policy.max_flight_age, flight.started) {
-                (Some(limit), Some(started)) => has_aged(started, limit),
+            // A flight waiting for its elected follower is never too old:
+            // its rerun has not started.
+            let too_old = match (policy.max_flight_age, flight.started, flight.leader) {
+                (Some(limit), Some(started), Some(_)) => has_aged(started, limit),
                 _ => false,
             };
             if too_old {
-                // The old leader keeps running and removes only its own
-                // flight; new callers and its followers go to the new one.
-                flight.forgotten = true;
-                replacing = true;
-                replaced = flight.call.clone();
-                flights.replacements += 1;
+                replaced = Some(index);
             } else {
-                if let Some(cap) = policy.max_followers {
+                if let (Some(cap), Arrival::Fresh) = (policy.max_followers, arrival) {
                     let departed = flight.call.as_ref().map_or(0, |call| call.departed());
                     if flight.followers - departed >= cap {
                         flights.overflows += 1;
@@ -252,7 +273,10 @@ impl<K, V> Shard<K, V> {
                 }
                 let call = Arc::clone(flight.call.get_or_insert_with(|| Arc::new(Call::new())));
                 flight.followers += 1;
-                if let Arrival::Fresh = arrival {
+                if candidate {
+                    call.add_candidate();
+                }
+                if arrival == Arrival::Fresh {
                     flights.followers_joined += 1;
                 }
                 return Entered::Follower(call);
@@ -266,34 +290,95 @@ impl<K, V> Shard<K, V> {
         // The key's `Clone` may panic: nothing has been changed yet.
         let key = key.take().expect("checked above").into_key(spare);
         drop(key_code);
+        // The old leader keeps running and removes only its own flight, now
+        // without followers: they wait on the same call, which the
+        // replacement adopts, so none of them re-enters.
+        let (call, followers) = match replaced {
+            Some(index) => {
+                let old = &mut flights.list[index];
+                old.forgotten = true;
+                let adopted = (old.call.take(), std::mem::take(&mut old.followers));
+                flights.replacements += 1;
+                adopted
+            }
+            None => (None, 0),
+        };
         let id = FlightId(flights.next_id);
         flights.next_id += 1;
-        let attempt = match arrival {
-            Arrival::Fresh => {
-                flights.leader_runs += 1;
-                0
-            }
-            Arrival::Rejoin { next_attempt } => {
-                flights.followers_promoted += 1;
-                next_attempt
-            }
-        };
+        match arrival {
+            Arrival::Fresh => flights.leader_runs += 1,
+            Arrival::Rejoin => flights.followers_promoted += 1,
+        }
         flights.list.push(Flight {
             hash,
             id,
             key,
-            leader: me,
+            leader: Some(me),
             forgotten: false,
-            call: None,
-            followers: 0,
+            call,
+            followers,
             started: policy.max_flight_age.map(|_| Instant::now()),
-            attempt,
+            attempt: 0,
         });
         Entered::Leader {
             id,
-            replacing,
-            replaced,
+            replacing: replaced.is_some(),
         }
+    }
+
+    /// A leader gives its flight up without a value. If a follower with a
+    /// function of its own is still waiting (and, for a failure, the retry
+    /// budget allows), the flight stays in the shard under the same id,
+    /// leaderless, and that follower is elected to rerun it
+    /// ([`Call::elect`]); everyone else keeps waiting on the same call, so a
+    /// rerun is one flight, never a herd. Otherwise the flight is removed.
+    pub(crate) fn hand_over(
+        &self,
+        id: FlightId,
+        why: GiveUp,
+        recycle_keys: bool,
+    ) -> HandOver<K, V> {
+        let mut flights = self.flights.lock();
+        let flight = flights.by_id(id);
+        let allowed = match why {
+            GiveUp::Failed { retries } => flight.attempt < retries,
+            GiveUp::Abandoned => true,
+        };
+        if allowed && flight.call.as_ref().is_some_and(|call| call.elect()) {
+            flight.leader = None;
+            if let GiveUp::Failed { .. } = why {
+                flight.attempt += 1;
+            }
+            if flight.started.is_some() {
+                flight.started = Some(Instant::now());
+            }
+            return HandOver::Elected;
+        }
+        drop(flights);
+        HandOver::Removed(self.remove(id, recycle_keys))
+    }
+
+    /// The follower elected on `call` takes the lead of its flight. Returns
+    /// the flight's id.
+    pub(crate) fn claim(&self, call: &Arc<Call<V>>) -> FlightId {
+        let me = current_thread();
+        let mut flights = self.flights.lock();
+        let flight = flights
+            .list
+            .iter_mut()
+            .find(|flight| {
+                flight
+                    .call
+                    .as_ref()
+                    .is_some_and(|own| Arc::ptr_eq(own, call))
+            })
+            .expect("an elected follower's flight waits for it in its shard");
+        debug_assert!(flight.leader.is_none());
+        flight.leader = Some(me);
+        flight.followers -= 1;
+        let id = flight.id;
+        flights.followers_promoted += 1;
+        id
     }
 
     /// Takes the leader's own flight out, whether or not it was forgotten.
@@ -314,7 +399,6 @@ impl<K, V> Shard<K, V> {
         Removed {
             call: flight.call,
             followers: flight.followers,
-            attempt: flight.attempt,
             key,
         }
     }

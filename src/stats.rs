@@ -59,18 +59,17 @@ pub struct Stats {
     /// Followers that gave up: [`Timeout`](crate::Timeout), or a
     /// [`Waiter`](crate::Waiter) dropped before it returned an outcome.
     pub follower_timeouts: u64,
-    /// Followers whose flight ended without a value for them (it failed
-    /// under [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry), was
-    /// replaced, or its guard was dropped) and that then led a flight of
-    /// their own.
+    /// Followers elected to lead their flight's rerun (it failed under
+    /// [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry), or its guard was
+    /// dropped unfilled); each ran its own function once.
     pub followers_promoted: u64,
     /// [`Waiter`](crate::Waiter)s told [`WaitError::Abandoned`](crate::WaitError::Abandoned).
     pub followers_abandoned: u64,
     /// Flights replaced because they were older than
     /// [`max_flight_age`](crate::GroupBuilder::max_flight_age).
     pub replacements: u64,
-    /// Failed or panicked flights whose followers were sent to elect a new
-    /// leader under [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry).
+    /// Failed or panicked flights handed to an elected follower under
+    /// [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry).
     pub retries: u64,
     /// [`LeaderGuard`](crate::LeaderGuard)s dropped without a value.
     pub leader_abandons: u64,
