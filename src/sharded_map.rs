@@ -203,6 +203,27 @@ impl<K, V> ShardedMap<K, V> {
 }
 
 impl<K, V> Flights<K, V> {
+    /// Takes a flight out for good; its key goes to the spare slot (when
+    /// recyclable) or back to the caller, to be dropped outside the lock.
+    fn remove(&mut self, id: FlightId, recycle_keys: bool) -> Removed<K, V> {
+        let position = self
+            .list
+            .iter()
+            .position(|flight| flight.id == id)
+            .expect("a flight is removed only by its leader, exactly once");
+        let flight = self.list.swap_remove(position);
+        let key = if recycle_keys {
+            self.spare_key.replace(flight.key)
+        } else {
+            Some(flight.key)
+        };
+        Removed {
+            call: flight.call,
+            followers: flight.followers,
+            key,
+        }
+    }
+
     /// A flight by its id: its leader's (or elected follower's) handle.
     fn by_id(&mut self, id: FlightId) -> &mut Flight<K, V> {
         self.list
@@ -354,8 +375,9 @@ impl<K, V> Shard<K, V> {
             }
             return HandOver::Elected;
         }
-        drop(flights);
-        HandOver::Removed(self.remove(id, recycle_keys))
+        // Under the same lock: a follower joining now would be counted
+        // neither as a candidate nor as one to serve.
+        HandOver::Removed(flights.remove(id, recycle_keys))
     }
 
     /// The follower elected on `call` takes the lead of its flight. Returns
@@ -383,24 +405,7 @@ impl<K, V> Shard<K, V> {
 
     /// Takes the leader's own flight out, whether or not it was forgotten.
     pub(crate) fn remove(&self, id: FlightId, recycle_keys: bool) -> Removed<K, V> {
-        let mut flights = self.flights.lock();
-        let position = flights
-            .list
-            .iter()
-            .position(|flight| flight.id == id)
-            .expect("a flight is removed only by its leader, exactly once");
-        let flight = flights.list.swap_remove(position);
-        let key = if recycle_keys {
-            flights.spare_key.replace(flight.key)
-        } else {
-            Some(flight.key)
-        };
-        drop(flights);
-        Removed {
-            call: flight.call,
-            followers: flight.followers,
-            key,
-        }
+        self.flights.lock().remove(id, recycle_keys)
     }
 
     /// Detaches the live flight for `key` from new callers.
