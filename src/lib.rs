@@ -198,6 +198,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 mod call;
 mod error;
 mod group;
