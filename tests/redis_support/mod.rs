@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// A `redis-server` child. Killed on drop.
 pub struct RedisServer {
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
     port: u16,
 }
 
@@ -46,25 +46,19 @@ impl RedisServer {
                      `apt-get install -y redis-server` (Debian/Ubuntu) or put it on PATH"
                 )
             });
-        let mut server = RedisServer {
-            child: Some(child),
+        let server = RedisServer {
+            child: Mutex::new(Some(child)),
             port,
         };
         wait_until("redis-server answers PING", Duration::from_secs(10), || {
+            let mut child = server.child.lock().unwrap();
+            if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited at once with {status} (port {port} taken?)");
+            }
+            drop(child);
             server.try_connection().is_some()
         });
-        server.child_alive();
         server
-    }
-
-    fn child_alive(&mut self) {
-        if let Some(status) = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-        {
-            panic!("redis-server exited at once with {status}");
-        }
     }
 
     pub fn port(&self) -> u16 {
@@ -94,8 +88,8 @@ impl RedisServer {
     }
 
     /// SIGKILLs the server and waits for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
