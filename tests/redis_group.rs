@@ -78,7 +78,8 @@ where
     FB: Fn() -> V + Sync,
 {
     let blocked_before = server.blocked_clients();
-    let followers_before = a.stats().local.followers_joined;
+    let a_joined = a.stats().local.followers_joined + threads as u64 - 1;
+    let b_joined = b.stats().local.followers_joined + threads as u64 - 1;
     let b_started = Barrier::new(2);
     thread::scope(|s| {
         let from_a = s.spawn(|| {
@@ -87,8 +88,9 @@ where
                 wait_until("the remote follower blocks", LONG, || {
                     server.blocked_clients() > blocked_before
                 });
-                wait_until("local followers join", LONG, || {
-                    a.stats().local.followers_joined >= followers_before + threads as u64 - 1
+                wait_until("local followers join on both sides", LONG, || {
+                    a.stats().local.followers_joined >= a_joined
+                        && b.stats().local.followers_joined >= b_joined
                 });
                 fa()
             })
@@ -412,11 +414,12 @@ fn leader_panic_lets_remote_followers_take_over_at_once() {
     let a = replica::<String>(&server.url(), cfg.clone());
     let b = replica::<String>(&server.url(), cfg);
     let panicked_at = std::sync::OnceLock::new();
+    let leading = std::sync::atomic::AtomicBool::new(false);
     let start = Barrier::new(4);
     let (from_a, from_b) = thread::scope(|s| {
         let from_b = s.spawn(|| {
             // b's threads start once a's leader holds the lease.
-            wait_until("a leads", LONG, || a.in_flight() == 1);
+            wait_until("a holds the lease", LONG, || leading.load(Ordering::SeqCst));
             herd(&b, "k", 4, || "b took over".to_string())
         });
         let from_a: Vec<_> = (0..4)
@@ -425,6 +428,7 @@ fn leader_panic_lets_remote_followers_take_over_at_once() {
                     start.wait();
                     panic::catch_unwind(AssertUnwindSafe(|| {
                         a.work("k", || {
+                            leading.store(true, Ordering::SeqCst);
                             wait_until("b blocks on Redis", LONG, || server.blocked_clients() == 1);
                             wait_until("a's followers join", LONG, || {
                                 a.stats().local.followers_joined == 3
