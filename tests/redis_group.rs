@@ -20,14 +20,12 @@ use sync_singleflight::{LeaderPanicked, Role};
 
 const LONG: Duration = Duration::from_secs(10);
 
+/// Each caller's outcome and latency.
+type Served<V> = Vec<(RemoteOutcome<V>, Duration)>;
+
 /// `n` threads call `group.work_with_outcome(key, f)` at once; returns each
 /// caller's outcome and latency.
-fn herd<V, F>(
-    group: &RedisGroup<String, V>,
-    key: &str,
-    n: usize,
-    f: F,
-) -> Vec<(RemoteOutcome<V>, Duration)>
+fn herd<V, F>(group: &RedisGroup<String, V>, key: &str, n: usize, f: F) -> Served<V>
 where
     V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send,
     F: Fn() -> V + Sync,
@@ -68,10 +66,7 @@ fn lead_and_follow<V, FA, FB>(
     threads: usize,
     fa: FA,
     fb: FB,
-) -> (
-    Vec<(RemoteOutcome<V>, Duration)>,
-    Vec<(RemoteOutcome<V>, Duration)>,
-)
+) -> (Served<V>, Served<V>)
 where
     V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send,
     FA: Fn() -> V + Sync,

@@ -17,7 +17,7 @@ use std::time::Duration;
 ///
 /// let mut config = RedisConfig::new("users", 3);
 /// config.lease = Duration::from_secs(2);
-/// assert_eq!(config.renew_interval(), Duration::from_millis(666));
+/// assert_eq!(config.renew_interval(), Duration::from_secs(2) / 3);
 /// assert_eq!(config.key_prefix(), "sf:users:v3:");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl RedisConfig {
     /// use sync_singleflight::redis::RedisConfig;
     ///
     /// let config = RedisConfig::new("prices", 1);
-    /// assert_eq!(config.renew_interval(), Duration::from_millis(1666));
+    /// assert_eq!(config.renew_interval(), Duration::from_secs(5) / 3);
     /// ```
     pub fn renew_interval(&self) -> Duration {
         self.renew_every.unwrap_or(self.lease / 3)

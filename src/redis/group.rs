@@ -59,6 +59,15 @@ pub struct RedisGroup<K, V> {
     shared: Arc<Shared>,
 }
 
+impl<K, V> std::fmt::Debug for RedisGroup<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisGroup")
+            .field("keys", &self.shared.prefix)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a group's leaders and their renewal threads share.
 struct Shared {
     config: RedisConfig,

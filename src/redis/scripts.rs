@@ -328,8 +328,71 @@ fn parse_fields(fields: &Value) -> Result<Entry, Malformed> {
 }
 
 #[cfg(test)]
+#[path = "../../tests/redis_support/mod.rs"]
+mod test_server;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same decoders against what a real server replies.
+    #[test]
+    fn replies_from_a_real_server_are_typed() {
+        let server = test_server::RedisServer::start();
+        let mut con = server.connection();
+        let s = Scripts::new();
+        let lease = "sf:t:v1:{k:a}:lease";
+        let done = "sf:t:v1:{k:a}:done:t1";
+        assert_eq!(
+            s.acquire(&mut con, lease, None, "t1", 1000).unwrap(),
+            Acquire::Acquired
+        );
+        match s.acquire(&mut con, lease, Some(done), "t2", 1000).unwrap() {
+            Acquire::Held { token, pttl_ms } => {
+                assert_eq!(token, "t1");
+                assert!((1..=1000).contains(&pttl_ms), "{pttl_ms}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.renew(&mut con, lease, "t2", 1000).unwrap(),
+            LeaseState::Lost
+        );
+        assert_eq!(
+            s.renew(&mut con, lease, "t1", 1000).unwrap(),
+            LeaseState::Held
+        );
+        assert_eq!(read_result(&mut con, done, 5).unwrap(), None);
+        let published = s.publish(&mut con, lease, done, "t1", Status::Value, b"body", 5000);
+        assert_eq!(published.unwrap(), LeaseState::Held);
+        let entry = Entry {
+            status: Status::Value,
+            body: b"body".to_vec(),
+        };
+        assert_eq!(read_result(&mut con, done, 5).unwrap(), Some(entry.clone()));
+        let after = s.acquire(&mut con, lease, Some(done), "t2", 1000).unwrap();
+        assert_eq!(after, Acquire::Done(entry));
+        let ttl: i64 = redis::cmd("PTTL").arg(done).query(&mut con).unwrap();
+        assert!((1..=5000).contains(&ttl), "{ttl}");
+        // A late publish after another flight took the lease: "lease lost",
+        // and the new holder keeps its lease.
+        assert_eq!(
+            s.acquire(&mut con, lease, None, "t2", 1000).unwrap(),
+            Acquire::Acquired
+        );
+        let late = s.publish(&mut con, lease, done, "t1", Status::Abandoned, b"", 5000);
+        assert_eq!(late.unwrap(), LeaseState::Lost);
+        let holder: String = redis::cmd("GET").arg(lease).query(&mut con).unwrap();
+        assert_eq!(holder, "t2");
+        // Foreign data: a hash where the lease should be.
+        let _: () = redis::pipe()
+            .del(lease)
+            .hset(lease, "f", "v")
+            .query(&mut con)
+            .unwrap();
+        let err = s.acquire(&mut con, lease, None, "t3", 1000).unwrap_err();
+        assert!(matches!(err, CallError::Redis(e) if e.to_string().contains("WRONGTYPE")));
+    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
