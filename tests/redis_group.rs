@@ -401,6 +401,15 @@ fn malformed_data_is_a_clear_error_or_a_labelled_local_run() {
     );
 }
 
+/// Records when it is dropped.
+struct Stamp<'a>(&'a std::sync::OnceLock<Instant>);
+
+impl Drop for Stamp<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(Instant::now());
+    }
+}
+
 #[test]
 fn leader_panic_lets_remote_followers_take_over_at_once() {
     let server = RedisServer::start();
@@ -411,11 +420,12 @@ fn leader_panic_lets_remote_followers_take_over_at_once() {
     let panicked_at = std::sync::OnceLock::new();
     let leading = std::sync::atomic::AtomicBool::new(false);
     let start = Barrier::new(4);
-    let (from_a, from_b) = thread::scope(|s| {
+    let (from_a, (from_b, b_done)) = thread::scope(|s| {
         let from_b = s.spawn(|| {
             // b's threads start once a's leader holds the lease.
             wait_until("a holds the lease", LONG, || leading.load(Ordering::SeqCst));
-            herd(&b, "k", 4, || "b took over".to_string())
+            let served = herd(&b, "k", 4, || "b took over".to_string());
+            (served, Instant::now())
         });
         let from_a: Vec<_> = (0..4)
             .map(|_| {
@@ -428,7 +438,9 @@ fn leader_panic_lets_remote_followers_take_over_at_once() {
                             wait_until("a's followers join", LONG, || {
                                 a.stats().local.followers_joined == 3
                             });
-                            panicked_at.set(Instant::now()).unwrap();
+                            // Stamped while unwinding, after the panic hook has
+                            // printed: the abandon is published right after.
+                            let _stamp = Stamp(&panicked_at);
                             panic!("backend exploded")
                         })
                     }))
@@ -438,7 +450,7 @@ fn leader_panic_lets_remote_followers_take_over_at_once() {
         let from_a: Vec<_> = from_a.into_iter().map(|h| h.join().unwrap()).collect();
         (from_a, from_b.join().unwrap())
     });
-    let after_panic = panicked_at.get().unwrap().elapsed();
+    let after_panic = b_done.duration_since(*panicked_at.get().unwrap());
     let mut leader_payloads = 0;
     let mut follower_payloads = 0;
     for result in from_a {

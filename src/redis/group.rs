@@ -2,10 +2,8 @@
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -14,6 +12,7 @@ use super::codec;
 use super::key::{KeyBytes, Keys};
 use super::outcome::Counters;
 use super::pool::{Breaker, Pool, Pooled};
+use super::renew::{self, Renewer};
 use super::scripts::{self, Acquire, CallError, Entry, LeaseState, Scripts, Status};
 use super::{ConfigError, Error, FallbackReason, RedisConfig, RedisStats, RemoteOutcome, Source};
 use crate::Group;
@@ -68,14 +67,15 @@ impl<K, V> std::fmt::Debug for RedisGroup<K, V> {
     }
 }
 
-/// What a group's leaders and their renewal threads share.
-struct Shared {
-    config: RedisConfig,
+/// What a group's leaders and its renewal thread share.
+pub(super) struct Shared {
+    pub(super) config: RedisConfig,
     prefix: String,
-    pool: Pool,
+    pub(super) pool: Pool,
     breaker: Breaker,
-    scripts: Scripts,
+    pub(super) scripts: Scripts,
     counters: Counters,
+    pub(super) renewer: Renewer,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -106,8 +106,12 @@ impl<K, V> RedisGroup<K, V> {
     /// ```
     pub fn open(url: &str, config: RedisConfig) -> Result<Self, ConfigError> {
         config.validate().map_err(ConfigError)?;
-        let client =
-            redis::Client::open(url).map_err(|e| ConfigError(format!("URL {url:?}: {e}")))?;
+        let bad_url = |e: redis::RedisError| ConfigError(format!("URL {url:?}: {e}"));
+        // Every exchange is one small request and one reply: no Nagle delay.
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(bad_url)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(bad_url)?;
         let pool = Pool::new(
             client,
             config.max_idle_connections,
@@ -120,6 +124,7 @@ impl<K, V> RedisGroup<K, V> {
             pool,
             scripts: Scripts::new(),
             counters: Counters::default(),
+            renewer: Renewer::default(),
             config,
         };
         Ok(RedisGroup {
@@ -447,7 +452,7 @@ impl Shared {
         token: &str,
         f: F,
     ) -> V {
-        let renewal = Renewal::start(Arc::clone(self), lease_key, token);
+        let renewal = renew::start(self, lease_key, token);
         let mut flight = Publisher {
             shared: self,
             con: Some(con),
@@ -511,57 +516,6 @@ impl Drop for Publisher<'_> {
             // lease expiry, which bounds their wait anyway.
             let _ = self.publish(Status::Abandoned, &[]);
         }
-    }
-}
-
-/// The renewal thread of one flight: compare-and-PEXPIRE every
-/// `renew_interval`, stopping at the first failure, which counts as a lost
-/// lease (the lease may now expire under us).
-struct Renewal {
-    stop: Option<mpsc::Sender<()>>,
-    lost: Arc<AtomicBool>,
-}
-
-impl Renewal {
-    fn start(shared: Arc<Shared>, lease_key: &str, token: &str) -> Self {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let lost = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&lost);
-        let (lease_key, token) = (lease_key.to_owned(), token.to_owned());
-        let spawned = thread::Builder::new()
-            .name("sf-redis-renew".into())
-            .spawn(move || {
-                let every = shared.config.renew_interval();
-                let lease_ms = millis(shared.config.lease);
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    let renewed =
-                        shared
-                            .pool
-                            .get()
-                            .map_err(CallError::Redis)
-                            .and_then(|mut con| {
-                                con.call(|c| shared.scripts.renew(c, &lease_key, &token, lease_ms))
-                            });
-                    if !matches!(renewed, Ok(LeaseState::Held)) {
-                        flag.store(true, Ordering::Release);
-                        return;
-                    }
-                }
-            });
-        if spawned.is_err() {
-            lost.store(true, Ordering::Release);
-        }
-        Renewal {
-            stop: Some(stop),
-            lost,
-        }
-    }
-
-    /// Stops renewing (without waiting for the thread) and tells whether
-    /// the lease was lost meanwhile.
-    fn stop(mut self) -> bool {
-        self.stop.take();
-        self.lost.load(Ordering::Acquire)
     }
 }
 

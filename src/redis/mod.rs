@@ -15,7 +15,7 @@
 //!
 //! 1. **Acquire** (a script): `SET lease token NX PX lease`, or return the
 //!    holder's token and the lease's PTTL.
-//! 2. **Lead**: run `f` while a thread renews the lease every `lease / 3`
+//! 2. **Lead**: run `f` while the group's renewal thread renews the lease every `lease / 3`
 //!    with a compare-and-PEXPIRE (a "not ours" reply or a failed renewal
 //!    counts as a lost lease; the leader still publishes). Then one script
 //!    `XADD`s the result to the flight's own stream `…:done:<token>`, sets
@@ -79,6 +79,7 @@ mod group;
 mod key;
 mod outcome;
 mod pool;
+mod renew;
 mod scripts;
 
 pub use config::RedisConfig;
