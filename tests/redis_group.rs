@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use groups::{config, replica};
+use groups::{config, replica, replicas, with_lease};
 use redis_support::{RedisServer, client_commands, delta, wait_until};
 use sync_singleflight::redis::{FallbackReason, RedisGroup, RemoteOutcome, Source};
 use sync_singleflight::{LeaderPanicked, Role};
@@ -100,8 +100,7 @@ where
 #[test]
 fn local_first_costs_two_commands_per_process_per_flight() {
     let server = RedisServer::start();
-    let a = replica::<u32>(&server.url(), config("first"));
-    let b = replica::<u32>(&server.url(), config("first"));
+    let (a, b) = replicas::<u32>(&server.url(), config("first"));
     // Warm up: scripts loaded, one pooled connection each.
     a.work("warm-a", || 0);
     b.work("warm-b", || 0);
@@ -153,10 +152,8 @@ fn local_first_costs_two_commands_per_process_per_flight() {
 #[test]
 fn slow_healthy_leader_keeps_its_lease() {
     let server = RedisServer::start();
-    let mut cfg = config("slow");
-    cfg.lease = Duration::from_millis(300);
-    let a = replica::<String>(&server.url(), cfg.clone());
-    let b = replica::<String>(&server.url(), cfg);
+    let cfg = with_lease(config("slow"), Duration::from_millis(300));
+    let (a, b) = replicas::<String>(&server.url(), cfg);
     let runs = AtomicUsize::new(0);
     let before = server.command_counts();
     let (from_a, from_b) = lead_and_follow(
@@ -195,12 +192,10 @@ fn slow_healthy_leader_keeps_its_lease() {
 fn redis_killed_mid_run_serves_everyone_then_dedup_resumes() {
     let server = RedisServer::start();
     let url = server.url();
-    let a = replica::<String>(&url, config("outage"));
-    let b = replica::<String>(&url, config("outage"));
+    let (a, b) = replicas::<String>(&url, config("outage"));
     a.work("warm-a", String::new);
     b.work("warm-b", String::new);
     let f_time = Duration::from_millis(300);
-    let killed_at = std::sync::OnceLock::new();
     let (from_a, from_b) = lead_and_follow(
         &server,
         &a,
@@ -210,7 +205,6 @@ fn redis_killed_mid_run_serves_everyone_then_dedup_resumes() {
         || {
             // a holds the lease and b's leader is blocked reading: kill Redis.
             server.kill();
-            killed_at.set(Instant::now()).unwrap();
             thread::sleep(f_time);
             "a".to_string()
         },
@@ -413,10 +407,8 @@ impl Drop for Stamp<'_> {
 #[test]
 fn leader_panic_lets_remote_followers_take_over_at_once() {
     let server = RedisServer::start();
-    let mut cfg = config("panic");
-    cfg.lease = Duration::from_secs(5);
-    let a = replica::<String>(&server.url(), cfg.clone());
-    let b = replica::<String>(&server.url(), cfg);
+    let cfg = with_lease(config("panic"), Duration::from_secs(5));
+    let (a, b) = replicas::<String>(&server.url(), cfg);
     let panicked_at = std::sync::OnceLock::new();
     let leading = std::sync::atomic::AtomicBool::new(false);
     let start = Barrier::new(4);

@@ -23,3 +23,17 @@ pub fn config(namespace: &str) -> RedisConfig {
 pub fn replica<V>(url: &str, config: RedisConfig) -> RedisGroup<String, V> {
     RedisGroup::open(url, config).expect("valid test configuration")
 }
+
+/// Two replicas of one configuration.
+pub fn replicas<V>(
+    url: &str,
+    config: RedisConfig,
+) -> (RedisGroup<String, V>, RedisGroup<String, V>) {
+    (replica(url, config.clone()), replica(url, config))
+}
+
+/// `config` with another lease.
+pub fn with_lease(mut config: RedisConfig, lease: Duration) -> RedisConfig {
+    config.lease = lease;
+    config
+}
