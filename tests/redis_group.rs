@@ -491,6 +491,23 @@ fn a_stolen_lease_counts_as_lost_and_the_value_still_arrives() {
 }
 
 #[test]
+fn a_failed_renewal_counts_as_a_lost_lease() {
+    let server = RedisServer::start();
+    let group = replica::<u32>(
+        &server.url(),
+        with_lease(config("renewfail"), Duration::from_millis(300)),
+    );
+    let outcome = group.work_with_outcome("k", || {
+        server.kill();
+        thread::sleep(Duration::from_millis(250)); // past the first renewal, at 100 ms
+        7
+    });
+    assert_eq!((outcome.value, outcome.source), (7, Source::Leader));
+    let stats = group.stats();
+    assert_eq!((stats.lost_leases, stats.publish_failures), (1, 1));
+}
+
+#[test]
 fn strict_calls_report_an_unreachable_server() {
     let server = RedisServer::start();
     let url = server.url();

@@ -466,14 +466,16 @@ impl Shared {
             Ok(_) => (Status::TooLarge, Vec::new()),
             Err(_) => (Status::Unencodable, Vec::new()),
         };
-        let renewal_lost = renewal.stop();
+        let mut lost = renewal.stop();
         match flight.publish(status, &body) {
-            Ok(LeaseState::Held) if !renewal_lost => {}
-            Ok(_) => Counters::bump(&self.counters.lost_leases),
+            Ok(state) => lost |= state == LeaseState::Lost,
             Err(e) => {
                 Counters::bump(&self.counters.publish_failures);
                 let _ = self.failed(e);
             }
+        }
+        if lost {
+            Counters::bump(&self.counters.lost_leases);
         }
         value
     }
