@@ -508,6 +508,38 @@ fn a_failed_renewal_counts_as_a_lost_lease() {
 }
 
 #[test]
+fn a_hung_server_costs_at_most_the_io_timeout_then_the_breaker_opens() {
+    let server = RedisServer::start();
+    let cfg = config("hung"); // I/O timeout 300 ms, breaker after 3 failures
+    let group = replica::<u32>(&server.url(), cfg.clone());
+    group.work("warm", || 0);
+    server.pause(true);
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let t = Instant::now();
+        let outcome = group.work_with_outcome(&format!("k{i}"), || 1);
+        let took = t.elapsed();
+        seen.push((outcome.source, took));
+        assert_eq!(outcome.value, 1);
+        assert!(
+            took < cfg.io_timeout + cfg.connect_timeout + Duration::from_millis(300),
+            "{took:?}"
+        );
+    }
+    server.pause(false);
+    println!("calls on a hung server: {seen:?}");
+    assert!(matches!(
+        seen[0].0,
+        Source::Fallback(FallbackReason::Unavailable)
+    ));
+    assert_eq!(seen[4].0, Source::Fallback(FallbackReason::BreakerOpen));
+    assert!(seen[4].1 < Duration::from_millis(50));
+    wait_until("dedup resumes after the cooldown", LONG, || {
+        group.work_with_outcome("again", || 2).source == Source::Leader
+    });
+}
+
+#[test]
 fn strict_calls_report_an_unreachable_server() {
     let server = RedisServer::start();
     let url = server.url();

@@ -87,6 +87,19 @@ impl RedisServer {
         con
     }
 
+    /// SIGSTOPs (`true`) or SIGCONTs (`false`) the server: a hung server
+    /// that still accepts connections but never answers.
+    pub fn pause(&self, stop: bool) {
+        let child = self.child.lock().unwrap();
+        let pid = child.as_ref().expect("the server is running").id();
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// SIGKILLs the server and waits for it to be gone.
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
