@@ -4,20 +4,19 @@
 //! second with nothing to renew and is started again on demand.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::group::Shared;
 use super::scripts::{CallError, LeaseState};
 
-/// How long the renewal thread lingers with nothing to renew.
+/// How long the renewal thread lingers with nothing to renew (at least).
 const IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(super) struct Renewer {
     state: Mutex<Leases>,
-    wake: Condvar,
 }
 
 #[derive(Default)]
@@ -77,6 +76,9 @@ pub(super) fn start<'a>(shared: &'a Arc<Shared>, lease_key: &str, token: &str) -
         due: Instant::now() + shared.config.renew_interval(),
         lost: Arc::clone(&lost),
     });
+    // No wake-up for a running thread: it never sleeps longer than one
+    // renewal interval, so it is up before this lease is due. That keeps a
+    // context switch off every flight's path.
     if !leases.thread_running {
         let weak = Arc::downgrade(shared);
         let spawned = thread::Builder::new()
@@ -87,17 +89,16 @@ pub(super) fn start<'a>(shared: &'a Arc<Shared>, lease_key: &str, token: &str) -
             // Without renewals the lease may expire under a long `f`: count it.
             Err(_) => lost.store(true, Ordering::Release),
         }
-    } else if leases.live.len() == 1 {
-        // The thread may be in its idle wait, longer than this lease's due.
-        renewer.wake.notify_one();
     }
     Renewal { renewer, id, lost }
 }
 
 fn run(weak: Weak<Shared>) {
+    let mut idle_since: Option<Instant> = None;
     while let Some(shared) = weak.upgrade() {
+        let every = shared.config.renew_interval();
         let renewer = &shared.renewer;
-        let leases = renewer.lock();
+        let mut leases = renewer.lock();
         let now = Instant::now();
         let due: Vec<(u64, String, String)> = leases
             .live
@@ -106,16 +107,18 @@ fn run(weak: Weak<Shared>) {
             .map(|l| (l.id, l.lease_key.clone(), l.token.clone()))
             .collect();
         if due.is_empty() {
-            let next = leases.live.iter().map(|l| l.due).min();
-            let wait = next.map_or(IDLE, |d| d.saturating_duration_since(now));
-            let (mut leases, timeout) = renewer
-                .wake
-                .wait_timeout(leases, wait)
-                .unwrap_or_else(|e| e.into_inner());
-            if timeout.timed_out() && leases.live.is_empty() {
+            if !leases.live.is_empty() {
+                idle_since = None;
+            } else if now.duration_since(*idle_since.get_or_insert(now)) >= IDLE {
                 leases.thread_running = false;
                 return;
             }
+            let next = leases.live.iter().map(|l| l.due).min();
+            let wait = next.map_or(every, |d| d.saturating_duration_since(now).min(every));
+            drop(leases);
+            // Not holding the group while asleep: dropping it ends the thread.
+            drop(shared);
+            thread::sleep(wait);
             continue;
         }
         drop(leases);
@@ -133,7 +136,7 @@ fn run(weak: Weak<Shared>) {
                 continue; // the flight ended meanwhile
             };
             if matches!(renewed, Ok(LeaseState::Held)) {
-                leases.live[at].due = Instant::now() + shared.config.renew_interval();
+                leases.live[at].due = Instant::now() + every;
             } else {
                 leases
                     .live
