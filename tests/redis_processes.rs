@@ -85,6 +85,19 @@ fn worker() {
                 let result = burst(&group, key, threads.parse().unwrap(), f_time, tag);
                 report(&format!("done {result}"));
             }
+            ["lead-for", key, ms] => {
+                let pause = Duration::from_millis(ms.parse().unwrap());
+                let outcome = group.work_with_outcome(*key, || {
+                    report("leading");
+                    thread::sleep(pause);
+                    "stalled leader".to_string()
+                });
+                let lost = group.stats().lost_leases;
+                report(&format!(
+                    "done source={:?} lost_leases={lost}",
+                    outcome.source
+                ));
+            }
             ["lead", key] => {
                 group.work(*key, || {
                     report("leading");
@@ -201,4 +214,35 @@ fn sigkilled_leader_is_taken_over_exactly_once() {
     assert_eq!(runs, 1, "exactly one takeover run: {sources:?}");
     sources.sort();
     assert_eq!(sources, ["Follower", "Follower", "Takeover"]);
+}
+
+#[test]
+fn stalled_leader_past_its_lease_causes_one_duplicate_run() {
+    const TEST: &str = "stalled_leader_past_its_lease_causes_one_duplicate_run";
+    if role().is_some() {
+        return worker();
+    }
+    let server = RedisServer::start();
+    let mut leader = spawn_workers(TEST, &server, 1).remove(0);
+    let mut follower = spawn_workers(TEST, &server, 1).remove(0);
+    leader.send("lead-for stall 1000");
+    assert_eq!(leader.recv(Duration::from_secs(10)), "leading");
+    // SIGSTOP: f, the renewal thread, everything stops; the 1 s lease runs out.
+    leader.signal("-STOP");
+    let stopped = Instant::now();
+    follower.send("burst t stall 4 100");
+    let served = follower.recv(Duration::from_secs(5));
+    println!(
+        "follower side {:?} after SIGSTOP: {served}",
+        stopped.elapsed()
+    );
+    leader.signal("-CONT");
+    let resumed = leader.recv(Duration::from_secs(5));
+    println!("leader after SIGCONT: {resumed}");
+    // The efficiency-only case: two runs, every caller served, no wrong value.
+    assert_eq!(field(&served, "runs"), "1");
+    assert_eq!(field(&served, "served"), "4");
+    assert_eq!(field(&served, "sources"), "Takeover");
+    assert!(field(&served, "values").starts_with("t-by-pid-"));
+    assert_eq!(resumed, "done source=Leader lost_leases=1");
 }

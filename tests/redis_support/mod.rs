@@ -92,12 +92,7 @@ impl RedisServer {
     pub fn pause(&self, stop: bool) {
         let child = self.child.lock().unwrap();
         let pid = child.as_ref().expect("the server is running").id();
-        let signal = if stop { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {pid} failed");
+        signal_pid(pid, if stop { "-STOP" } else { "-CONT" });
     }
 
     /// SIGKILLs the server and waits for it to be gone.
@@ -150,6 +145,14 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 /// Commands a client sent itself: `INFO commandstats` also counts the
@@ -249,6 +252,11 @@ impl Worker {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends a signal with the `kill` command (`"-STOP"`, `"-CONT"`).
+    pub fn signal(&self, signal: &str) {
+        signal_pid(self.child.id(), signal);
     }
 
     /// Waits for a clean exit.
