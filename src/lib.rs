@@ -223,6 +223,9 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+#[cfg(feature = "redis")]
+pub mod redis;
+
 mod call;
 mod error;
 mod group;

@@ -1,0 +1,89 @@
+//! Deduplication across processes through Redis or Valkey (feature
+//! `redis`).
+//!
+//! A [`RedisGroup`] is a local [`Group`](crate::Group) whose leaders
+//! coordinate through one Redis server: the first thread per process and
+//! key meets the other processes there, so a hot key runs `f` once for the
+//! whole fleet, not once per replica. It is for **efficiency, not mutual
+//! exclusion**: a leader paused past its lease (GC, SIGSTOP, a partition)
+//! can cause a rare duplicate run. Never use it to protect an invariant.
+//!
+//! # Protocol
+//!
+//! Keys: `sf:<namespace>:v<schema>:{k:<key>}:lease` and
+//! `…:done:<token>`, all of one key under one hash tag.
+//!
+//! 1. **Acquire** (a script): `SET lease token NX PX lease`, or return the
+//!    holder's token and the lease's PTTL.
+//! 2. **Lead**: run `f` while the group's renewal thread renews the lease every `lease / 3`
+//!    with a compare-and-PEXPIRE (a "not ours" reply or a failed renewal
+//!    counts as a lost lease; the leader still publishes). Then one script
+//!    `XADD`s the result to the flight's own stream `…:done:<token>`, sets
+//!    its TTL and deletes the lease if it is still ours.
+//! 3. **Follow**: `XREAD BLOCK` on the holder's stream for the lease's PTTL
+//!    plus a slack. The entry persists, so a late reader returns at once
+//!    and no wake-up can be lost.
+//! 4. **Take over**: when that read times out, acquire again in one atomic
+//!    step that first checks whether the followed flight has published.
+//!    Only one process wins the free lease; the others follow it.
+//! 5. **Panic**: a drop guard publishes `abandon` and releases the lease;
+//!    remote followers contend again at once, local followers unwind with
+//!    [`LeaderPanicked`](crate::LeaderPanicked).
+//!
+//! Normal cost per process per flight: two commands for a leader (plus a
+//! renewal every `lease / 3`), two for a follower.
+//!
+//! # Failures
+//!
+//! | what happens | [`work`](RedisGroup::work) (fails open) | [`try_work`](RedisGroup::try_work) (strict) |
+//! |---|---|---|
+//! | Redis down, refusing or timing out | local run, [`FallbackReason::Unavailable`]; failures open the breaker | `Err`, same reason |
+//! | breaker open | local run at once, [`FallbackReason::BreakerOpen`] | `Err` |
+//! | the leader process dies | its followers take over after at most the lease; one runs `f` ([`Source::Takeover`]) | same |
+//! | the leader panics | remote followers contend again at once; local followers get `LeaderPanicked` | same |
+//! | a leader stalls past its lease | a second run (the efficiency-only case) | same |
+//! | a leader keeps renewing past `max_wait` | local run, [`FallbackReason::WaitedTooLong`] | `Err` |
+//! | the value's encoding is over `max_payload` | its followers run `f` at once, [`FallbackReason::PayloadTooLarge`] | `Err` |
+//! | foreign or corrupt data under our keys | local run, [`FallbackReason::Malformed`]; never a panic | `Err` with the decode error |
+//! | Redis fails after `f` ran | the leader's callers get the value; remote followers fall back | same |
+//!
+//! # What it uses of the crate
+//!
+//! Only the public API of [`Group`](crate::Group): `new`, `work_with_role`
+//! (with [`Outcome`](crate::Outcome) and [`Role`](crate::Role)),
+//! `in_flight`, `stats` and its [`Stats`](crate::Stats), and the
+//! [`LeaderPanicked`](crate::LeaderPanicked) payload. No Redis type appears
+//! outside this module.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sync_singleflight::redis::{RedisConfig, RedisGroup, Source};
+//!
+//! let mut config = RedisConfig::new("prices", 2); // schema version 2 of the value
+//! config.lease = Duration::from_secs(2);
+//! let prices: RedisGroup<String, u64> = RedisGroup::open("redis://127.0.0.1:6379", config)?;
+//! let outcome = prices.work_with_outcome("sku-1", || 120);
+//! assert_eq!(outcome.value, 120);
+//! if let Source::Fallback(reason) = outcome.source {
+//!     eprintln!("ran locally: {reason}");
+//! }
+//! # Ok::<(), sync_singleflight::redis::ConfigError>(())
+//! ```
+
+mod codec;
+mod config;
+mod error;
+mod group;
+mod key;
+mod outcome;
+mod pool;
+mod renew;
+mod scripts;
+
+pub use config::RedisConfig;
+pub use error::{ConfigError, Error};
+pub use group::RedisGroup;
+pub use key::KeyBytes;
+pub use outcome::{FallbackReason, RedisStats, RemoteOutcome, Source};
