@@ -18,6 +18,8 @@
 #[path = "../shared/ceiling.rs"]
 mod ceiling;
 mod chart;
+#[path = "../shared/noise.rs"]
+mod noise;
 #[path = "../shared/workloads.rs"]
 mod workloads;
 
@@ -265,6 +267,10 @@ const IMPLS: [&str; 5] = [
     Ceiling::NAME,
     "Go x/sync",
 ];
+
+/// A sample during which other processes took more than this share (in %)
+/// of the machine is re-run (`--retries`).
+const QUIET: f64 = 10.0;
 
 /// Thread counts of the scaling sweep (one hot key, 1 ms sleep).
 const SCALING: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -629,6 +635,7 @@ fn main() {
     let mut rounds = 5;
     let mut scale = 1.0;
     let mut only: Option<String> = None;
+    let mut retries = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -640,6 +647,12 @@ fn main() {
             }
             "--scale" => scale = args.next().and_then(|v| v.parse().ok()).expect("--scale X"),
             "--only" => only = args.next(),
+            "--retries" => {
+                retries = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--retries N")
+            }
             "--bench" => {}
             "-h" | "--help" => {
                 println!(
@@ -675,6 +688,7 @@ fn main() {
     let ran: Vec<&str> = workloads.iter().map(String::as_str).collect();
 
     let mut samples = Samples(HashMap::new());
+    let (mut noises, mut reruns) = (Vec::new(), 0);
     let started = std::time::Instant::now();
     for round in 1..=rounds {
         // Reversed every other round, so no implementation always runs
@@ -689,7 +703,23 @@ fn main() {
                 started.elapsed().as_secs_f64()
             );
             for &i in order.iter().filter(|&&i| takes_part(workload, i)) {
-                for (figure, value) in run(&go, workload, i, scale) {
+                // The quietest of up to 1 + `retries` attempts.
+                let mut kept: Option<(f64, Figures)> = None;
+                for attempt in 0..=retries {
+                    if kept.as_ref().is_some_and(|k| k.0 <= QUIET / 100.0) {
+                        break;
+                    }
+                    reruns += usize::from(attempt > 0);
+                    let probe = noise::Probe::start();
+                    let figures = run(&go, workload, i, scale);
+                    let noise = probe.foreign_share();
+                    if kept.as_ref().is_none_or(|k| noise < k.0) {
+                        kept = Some((noise, figures));
+                    }
+                }
+                let (noise, figures) = kept.expect("at least one attempt");
+                noises.push(noise);
+                for (figure, value) in figures {
                     samples
                         .0
                         .entry((workload.to_string(), i, leak(figure)))
@@ -709,6 +739,18 @@ fn main() {
         thread::available_parallelism().map_or(0, |n| n.get()),
         started.elapsed().as_secs_f64()
     );
+    let samples_taken = noises.len();
+    let mut noises = noises;
+    noises.sort_by(f64::total_cmp);
+    if !noises.is_empty() {
+        println!(
+            "Other processes took a median {:.0}% (p90 {:.0}%) of the machine during the \
+             {samples_taken} samples kept; {reruns} samples were re-run because they took more \
+             than {QUIET:.0}%.\n",
+            quantile(&noises, 0.5) * 100.0,
+            quantile(&noises, 0.9) * 100.0,
+        );
+    }
     print_main_table(&samples, &ran);
     println!();
     print_limit_table(&samples, &ran, ours_u64);
