@@ -313,10 +313,10 @@ fn run_rust<P: Peer>(workload: &str, scale: f64) -> Figures {
     match workload {
         "w1" => w1_figures::<P>(n(2_000_000.0) as u64),
         "w2" => w2_figures::<P>(n(2_000_000.0) as u64),
-        "w3" => hot_figures::<P>(64, 1, 1.5 * scale, spin_100us),
-        "w4" => hot_figures::<P>(64, 1, 1.5 * scale, sleep_1ms),
-        "w5" => hot_figures::<P>(64, 8, 1.5 * scale, spin_100us),
-        "w6" => mixed_figures::<P>(1.5 * scale),
+        "w3" => hot_figures::<P>(64, 1, scale, spin_100us),
+        "w4" => hot_figures::<P>(64, 1, scale, sleep_1ms),
+        "w5" => hot_figures::<P>(64, 8, scale, spin_100us),
+        "w6" => mixed_figures::<P>(scale),
         "latency8" => latency_figures::<P>(8, Followers::Exit, n(100.0)),
         "latency64" => latency_figures::<P>(64, Followers::Exit, n(100.0)),
         "pure8" => latency_figures::<P>(8, Followers::Hold, n(100.0)),
@@ -325,7 +325,7 @@ fn run_rust<P: Peer>(workload: &str, scale: f64) -> Figures {
         "floor64" => floor_figures(64, n(100.0)),
         "memory" => memory::<P>(),
         w => match w.strip_prefix("scale").and_then(|t| t.parse().ok()) {
-            Some(threads) => hot_figures::<P>(threads, 1, 0.5 * scale, sleep_1ms),
+            Some(threads) => hot_figures::<P>(threads, 1, 0.3 * scale, sleep_1ms),
             None => unreachable!("unknown workload {w}"),
         },
     }
@@ -703,9 +703,13 @@ fn main() {
                 started.elapsed().as_secs_f64()
             );
             for &i in order.iter().filter(|&&i| takes_part(workload, i)) {
-                // The quietest of up to 1 + `retries` attempts.
+                // The quietest of up to 1 + `retries` attempts; no retries
+                // once most samples so far were disturbed (the machine is
+                // busy for good, and re-running only doubles the time).
+                let busy = noises.len() >= 8 && median(noises.clone()).unwrap_or(0.0) > 0.5;
+                let tries = if busy { 0 } else { retries };
                 let mut kept: Option<(f64, Figures)> = None;
-                for attempt in 0..=retries {
+                for attempt in 0..=tries {
                     if kept.as_ref().is_some_and(|k| k.0 <= QUIET / 100.0) {
                         break;
                     }
@@ -740,7 +744,6 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     let samples_taken = noises.len();
-    let mut noises = noises;
     noises.sort_by(f64::total_cmp);
     if !noises.is_empty() {
         println!(

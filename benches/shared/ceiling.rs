@@ -198,4 +198,3 @@ pub fn futex_wake_floor(threads: usize) -> Duration {
         end - start
     })
 }
-

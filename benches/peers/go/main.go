@@ -281,13 +281,13 @@ func main() {
 	case "w2":
 		w2(int(2000000 * scale))
 	case "w3":
-		hot(64, 1, 1.5*scale, spin(100*time.Microsecond))
+		hot(64, 1, scale, spin(100*time.Microsecond))
 	case "w4":
-		hot(64, 1, 1.5*scale, sleep1ms)
+		hot(64, 1, scale, sleep1ms)
 	case "w5":
-		hot(64, 8, 1.5*scale, spin(100*time.Microsecond))
+		hot(64, 8, scale, spin(100*time.Microsecond))
 	case "w6":
-		mixed(8, 1.5*scale)
+		mixed(8, scale)
 	case "latency8":
 		latency(8, flights(scale), false)
 	case "latency64":
@@ -300,7 +300,7 @@ func main() {
 		memory()
 	default:
 		if threads, err := strconv.Atoi(strings.TrimPrefix(os.Args[1], "scale")); err == nil && strings.HasPrefix(os.Args[1], "scale") {
-			hot(threads, 1, 0.5*scale, sleep1ms)
+			hot(threads, 1, 0.3*scale, sleep1ms)
 			return
 		}
 		fmt.Fprintln(os.Stderr, "unknown workload", os.Args[1])
