@@ -8,7 +8,8 @@
 use std::error::Error;
 use std::path::Path;
 
-use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 /// One implementation's points: (threads, calls/s, executions/s).
@@ -53,37 +54,16 @@ pub fn scaling_svg(path: &Path, series: &[Series], caption: &str) -> Result<(), 
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(f64::MAX, f64::min)
         .min(1000.0);
-    let mut calls = ChartBuilder::on(left)
-        .caption("calls/s (log–log)", ("sans-serif", 15))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(62)
-        .build_cartesian_2d(
-            (1.0..max_threads).log_scale(),
-            (bottom * 0.7..top_calls * 1.5).log_scale(),
-        )?;
-    calls
-        .configure_mesh()
-        .x_desc("threads on one hot key")
-        .y_desc("calls/s")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
+    let mut calls = panel(left, "calls/s (log–log)").build_cartesian_2d(
+        (1.0..max_threads).log_scale(),
+        (bottom * 0.7..top_calls * 1.5).log_scale(),
+    )?;
+    mesh(&mut calls, "calls/s", 0)?;
     calls
         .draw_series(LineSeries::new(limit, BLACK.mix(0.4).stroke_width(1)))?
         .label("limit: threads / 1 ms")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
-    for (i, s) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points = s.points.iter().map(|p| (p.0, p.1));
-        calls
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(s.name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        calls.draw_series(points.map(|p| Circle::new(p, 3, color.filled())))?;
-    }
+    draw_lines(&mut calls, series, |p| p.1, true)?;
     calls
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -92,54 +72,71 @@ pub fn scaling_svg(path: &Path, series: &[Series], caption: &str) -> Result<(), 
         .label_font(("sans-serif", 13))
         .draw()?;
 
-    let mut share = ChartBuilder::on(middle)
-        .caption(
-            "share of the limit (calls/s ÷ threads/1 ms)",
-            ("sans-serif", 15),
-        )
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(62)
+    let mut share = panel(middle, "share of the limit (calls/s ÷ threads/1 ms)")
         .build_cartesian_2d((1.0..max_threads).log_scale(), 0.0..1.0)?;
-    share
-        .configure_mesh()
-        .x_desc("threads on one hot key")
-        .y_desc("share of the limit")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.1}"))
-        .draw()?;
-    draw_lines(&mut share, series, |p| p.1 / (p.0 * 1000.0))?;
+    mesh(&mut share, "share of the limit", 1)?;
+    draw_lines(&mut share, series, |p| p.1 / (p.0 * 1000.0), false)?;
 
-    let mut executions = ChartBuilder::on(right)
-        .caption("executions of f per second", ("sans-serif", 15))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(62)
+    let mut executions = panel(right, "executions of f per second")
         .build_cartesian_2d((1.0..max_threads).log_scale(), 0.0..top(|p| p.2) * 1.25)?;
-    executions
-        .configure_mesh()
-        .x_desc("threads on one hot key")
-        .y_desc("executions/s")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
-    draw_lines(&mut executions, series, |p| p.2)?;
+    mesh(&mut executions, "executions/s", 0)?;
+    draw_lines(&mut executions, series, |p| p.2, false)?;
     root.present()?;
     Ok(())
 }
 
-type LogLinear<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<LogCoord<f64>, RangedCoordf64>>;
+/// A panel with the layout all three share.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(62);
+    builder
+}
 
-/// One line with dots per implementation, `y` picked from each point.
-fn draw_lines(
-    chart: &mut LogLinear<'_>,
+/// A panel: threads on a log scale across, `Y` up.
+type Panel<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, Y>>;
+
+fn mesh<Y>(
+    chart: &mut Panel<'_, '_, Y>,
+    y_desc: &str,
+    decimals: usize,
+) -> Result<(), Box<dyn Error>>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc("threads on one hot key")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
+        .draw()?;
+    Ok(())
+}
+
+/// One line with dots per implementation, `y` picked from each point, and
+/// the implementations' names in the legend if `legend`.
+fn draw_lines<Y: Ranged<ValueType = f64>>(
+    chart: &mut Panel<'_, '_, Y>,
     series: &[Series],
     y: fn(&(f64, f64, f64)) -> f64,
+    legend: bool,
 ) -> Result<(), Box<dyn Error>> {
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points = s.points.iter().map(|p| (p.0, y(p)));
-        chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+        let line = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+        if legend {
+            line.label(s.name).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        }
         chart.draw_series(points.map(|p| Circle::new(p, 3, color.filled())))?;
     }
     Ok(())

@@ -619,16 +619,46 @@ fn report_scaling(samples: &Samples) {
         println!();
     }
     let csv_path = here.join("scaling.csv");
-    let svg_path = here.join("scaling.svg");
     std::fs::write(&csv_path, csv).expect("write scaling.csv");
+    draw_scaling(&series);
+    println!("wrote {}", csv_path.display());
+}
+
+fn draw_scaling(series: &[chart::Series]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/scaling.svg");
     let caption = format!(
         "One hot key, f sleeps 1 ms: medians of interleaved rounds, {} cores",
         thread::available_parallelism().map_or(0, |n| n.get())
     );
-    match chart::scaling_svg(&svg_path, &series, &caption) {
-        Ok(()) => println!("\nwrote {} and {}", csv_path.display(), svg_path.display()),
-        Err(e) => eprintln!("peers: cannot draw {}: {e}", svg_path.display()),
+    match chart::scaling_svg(&path, series, &caption) {
+        Ok(()) => println!("\nwrote {}", path.display()),
+        Err(e) => eprintln!("peers: cannot draw {}: {e}", path.display()),
     }
+}
+
+/// `--replot`: redraws the chart from the checked-in CSV, without running.
+fn replot() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/scaling.csv");
+    let csv = std::fs::read_to_string(&path).expect("read scaling.csv");
+    let mut series: Vec<chart::Series> = Vec::new();
+    for line in csv.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let Some(name) = fields.get(1) else {
+            continue;
+        };
+        let number =
+            |i: usize| -> f64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
+        let name = leak(name);
+        let point = (number(0), number(2), number(3));
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push(point),
+            None => series.push(chart::Series {
+                name,
+                points: vec![point],
+            }),
+        }
+    }
+    draw_scaling(&series);
 }
 
 fn main() {
@@ -654,6 +684,7 @@ fn main() {
                     .expect("--retries N")
             }
             "--bench" => {}
+            "--replot" => return replot(),
             "-h" | "--help" => {
                 println!(
                     "peers: W1–W6, wake latency, the futex wake floor, memory and the scaling\n\

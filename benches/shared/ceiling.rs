@@ -26,7 +26,7 @@ use std::sync::atomic::{
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::workloads::Peer;
+use super::workloads::{Peer, latest};
 
 /// Waits while `*word == expected`; returns on a wake-up, a signal, a
 /// spurious wake-up or a changed word, so callers re-check in a loop.
@@ -190,11 +190,6 @@ pub fn futex_wake_floor(threads: usize) -> Duration {
         let start = Instant::now();
         word.store(1, Release);
         futex_wake_all(&word);
-        let end = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap();
-        end - start
+        latest(handles) - start
     })
 }

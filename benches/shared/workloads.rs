@@ -88,6 +88,16 @@ impl Peer for Naive {
     }
 }
 
+/// Joins scoped threads that each return the moment they finished, and
+/// returns the latest.
+pub fn latest(handles: Vec<thread::ScopedJoinHandle<'_, Instant>>) -> Instant {
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .expect("at least one thread")
+}
+
 pub fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}key:{i}")).collect()
 }
@@ -129,12 +139,7 @@ pub fn w2<P: Peer>(peer: &P, calls: u64) -> Duration {
         // Taken before the release, so no thread can finish before it.
         let start = Instant::now();
         go.wait();
-        let end = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap();
-        end - start
+        latest(handles) - start
     })
 }
 
@@ -312,11 +317,7 @@ pub fn wake_latency<P: Peer>(peer: &P, followers: usize, end: Followers) -> Dura
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap()
+        latest(handles)
     });
     let returned = leader_returned.into_inner().unwrap().unwrap();
     last_end.saturating_duration_since(returned)
