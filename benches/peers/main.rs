@@ -400,36 +400,17 @@ const fn row(
     }
 }
 
+#[rustfmt::skip] // a table: one row a line
 const ROWS: &[Row] = &[
     row("w1", "ns_per_call", "W1 uncontended, ns/call", "≤ 0.5× Go"),
-    row(
-        "w2",
-        "ns_per_call",
-        "W2 2 threads disjoint, ns/call",
-        "≤ 0.5× Go",
-    ),
+    row("w2", "ns_per_call", "W2 2 threads disjoint, ns/call", "≤ 0.5× Go"),
     row("w3", "calls_per_sec", "W3 hot key 100 µs spin, calls/s", ""),
     row("w3", "executions", "W3 executions", ""),
-    row(
-        "w4",
-        "calls_per_sec",
-        "W4 hot key 1 ms sleep, calls/s",
-        "≥ 0.95× Go",
-    ),
+    row("w4", "calls_per_sec", "W4 hot key 1 ms sleep, calls/s", "≥ 0.95× Go"),
     row("w4", "executions", "W4 executions", ""),
-    row(
-        "w5",
-        "calls_per_sec",
-        "W5 8 hot keys 100 µs spin, calls/s",
-        "",
-    ),
+    row("w5", "calls_per_sec", "W5 8 hot keys 100 µs spin, calls/s", ""),
     row("w5", "executions", "W5 executions", ""),
-    row(
-        "w6",
-        "distinct_calls_per_sec",
-        "W6 distinct-key calls/s",
-        "",
-    ),
+    row("w6", "distinct_calls_per_sec", "W6 distinct-key calls/s", ""),
     row("w6", "distinct_p50_ns", "W6 distinct-key call p50, ns", ""),
     row("w6", "distinct_p99_ns", "W6 distinct-key call p99, ns", ""),
     row("w6", "hot_calls_per_sec", "W6 hot-key calls/s", ""),
@@ -441,18 +422,8 @@ const ROWS: &[Row] = &[
     row("pure8", "p99_us", "pure wake 8 followers p99, µs", ""),
     row("pure64", "p50_us", "pure wake 64 followers p50, µs", ""),
     row("pure64", "p99_us", "pure wake 64 followers p99, µs", ""),
-    row(
-        "memory",
-        "allocs_per_call",
-        "allocations/call, String keys",
-        "0",
-    ),
-    row(
-        "memory",
-        "bytes_per_inflight_key",
-        "heap bytes per in-flight key",
-        "",
-    ),
+    row("memory", "allocs_per_call", "allocations/call, String keys", "0"),
+    row("memory", "bytes_per_inflight_key", "heap bytes per in-flight key", ""),
 ];
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
