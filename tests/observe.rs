@@ -29,8 +29,10 @@ fn one_busy_flight(group: &Arc<Group<String, u32>>) {
     }
 }
 
-fn users_group() -> Arc<Group<String, u32>> {
-    Arc::new(Group::builder().name("users").build())
+/// Each test names its own group: the other test in this binary may run at
+/// the same time, and a global subscriber sees both.
+fn named_group(name: &'static str) -> Arc<Group<String, u32>> {
+    Arc::new(Group::builder().name(name).build())
 }
 
 #[cfg(feature = "metrics")]
@@ -41,7 +43,7 @@ fn metrics_count_flights_followers_and_timeouts_by_group_name() {
     with_deadline("metrics", || {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let group = users_group();
+        let group = named_group("users");
         // The group registers its handles on first use, with the recorder
         // in force then; they keep counting from every thread afterwards.
         metrics::with_local_recorder(&recorder, || group.work("warm-up", || 1));
@@ -125,11 +127,11 @@ fn tracing_has_a_span_per_flight_with_role_and_group_but_no_key() {
         let subscriber = traces::Lines::default();
         let lines = subscriber.lines.clone();
         tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        let group = users_group();
+        let group = named_group("traced");
         one_busy_flight(&group);
         let lines = lines.lock().unwrap().join("\n");
-        let leader_span = "span singleflight.flight group=users role=\"leader\"";
-        let follower_span = "span singleflight.flight group=users role=\"follower\"";
+        let leader_span = "span singleflight.flight group=traced role=\"leader\"";
+        let follower_span = "span singleflight.flight group=traced role=\"follower\"";
         assert!(lines.contains(leader_span), "{lines}");
         assert_eq!(lines.matches(follower_span).count(), 3, "{lines}");
         assert!(
