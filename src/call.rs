@@ -15,28 +15,40 @@
 //! `notify_all` wakes the whole herd with one futex call; the woken
 //! followers then hold the lock only long enough to take their copy. On the
 //! 2-core machine of the peer comparison this took the hot-key workload (64
-//! threads, 100 µs function) from 108k to about 230k calls/s. Parking each
-//! follower's own thread and waking them as a tree was also measured: better
-//! wake latency for 64 followers, but only 135k–200k calls/s, because every
-//! unpark is a system call of its own.
+//! threads, 100 µs function) from 108k to about 230k calls/s.
+//!
+//! A follower that finds the flight still running yields its core once
+//! before it parks. On a hot key with a short function most followers then
+//! find the flight landed (the `landed` flag) and never sleep: a parked
+//! thread costs a futex wake and a context switch, a yield about half that.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
 use crate::error::LeaderPanicked;
-use crate::sync::HerdLock;
+use crate::sync::{AtomicBool, AtomicUsize, HerdGuard, HerdLock, Ordering, yield_now};
 
 pub(crate) struct Call<V> {
     state: HerdLock<CallState<V>>,
+    /// Set (before the wake-up) once the phase has left `Running`; read
+    /// without the lock only as a hint whether parking is worth it.
+    landed: AtomicBool,
+    /// Followers that left before the flight landed (timed out, or dropped
+    /// their waiter). Changed under the call lock; read without it by the
+    /// follower cap, for which a momentary lag is harmless.
+    departed: AtomicUsize,
+    /// Registered followers that hold a function of their own and so can be
+    /// elected to lead a rerun (`work` callers, not `Waiter`s), minus those
+    /// that departed or were elected. Raised under the shard lock as they
+    /// join, lowered under the call lock.
+    candidates: AtomicUsize,
 }
 
 struct CallState<V> {
     phase: Phase<V>,
-    /// Followers that gave up before the flight landed.
-    timed_out: usize,
     /// Set when the flight lands: followers still to collect the result
-    /// (joined minus timed out; none can time out after landing).
+    /// (joined minus departed; none can depart after landing).
     waiting: usize,
 }
 
@@ -48,18 +60,34 @@ enum Phase<V> {
         callers: usize,
     },
     Panicked(LeaderPanicked),
+    /// The leader gave up without a value (it failed under a retry policy,
+    /// or its guard was dropped) and the flight, still in its shard under
+    /// the same id, needs a new leader: the first candidate follower to see
+    /// this takes the lead (and sets the phase back to `Running`); everyone
+    /// else keeps waiting for that rerun.
+    Elect,
+    /// The leader gave up without a value and no follower could take over:
+    /// waiters get `WaitError::Abandoned`.
+    Abandoned,
 }
 
 /// How a follower's wait ended.
 pub(crate) enum Waited<V> {
     /// It got a copy of the value; `callers` counts the leader plus every
-    /// follower served by this flight.
+    /// follower the value was handed to.
     Served {
         value: V,
         callers: usize,
     },
     LeaderPanicked(LeaderPanicked),
+    /// This follower was elected to lead the rerun (see [`Phase::Elect`]).
+    Elected,
+    /// See [`Phase::Abandoned`].
+    Abandoned,
     TimedOut,
+    /// Its own `V::clone` panicked, after it was accounted for and the lock
+    /// released; the caller records it and resumes the payload.
+    ClonePanicked(Box<dyn Any + Send>),
 }
 
 impl<V> Call<V> {
@@ -70,10 +98,40 @@ impl<V> Call<V> {
         Call {
             state: HerdLock::new(CallState {
                 phase: Phase::Running,
-                timed_out: 0,
                 waiting: 0,
             }),
+            landed: AtomicBool::new(false),
+            departed: AtomicUsize::new(0),
+            candidates: AtomicUsize::new(0),
         }
+    }
+
+    /// A follower with a function of its own joined (under the shard lock).
+    pub(crate) fn add_candidate(&self) {
+        self.candidates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by a leader that gives up without a value, holding the shard
+    /// lock of the flight (the one place two locks nest, always shard then
+    /// call, and no user code runs here): if a candidate follower is still
+    /// waiting, the flight goes to `Elect` and `true` is returned; the
+    /// caller then keeps the flight in its shard for the elected one.
+    /// Joins (shard lock) and departures (call lock) are both excluded, so
+    /// the candidate counted here is certain to see the election.
+    pub(crate) fn elect(&self) -> bool {
+        let mut state = self.state.lock();
+        if !matches!(state.phase, Phase::Running) || self.candidates.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        state.phase = Phase::Elect;
+        drop(state);
+        self.state.notify_all();
+        true
+    }
+
+    /// Followers that left before the flight landed.
+    pub(crate) fn departed(&self) -> usize {
+        self.departed.load(Ordering::Relaxed)
     }
 
     /// Hands the result to every registered follower and wakes them.
@@ -94,9 +152,13 @@ impl<V> Call<V> {
         V: Clone,
     {
         let mut state = self.state.lock();
-        state.waiting = joined - state.timed_out;
+        debug_assert!(
+            matches!(state.phase, Phase::Running),
+            "only the leader lands a flight"
+        );
+        state.waiting = joined - self.departed.load(Ordering::Relaxed);
         let callers = 1 + state.waiting;
-        // Cloned under the lock, so no follower can time out between the
+        // Cloned under the lock, so no follower can depart between the
         // count and the store.
         let shared = if state.waiting == 0 {
             Ok(None)
@@ -113,38 +175,79 @@ impl<V> Call<V> {
                 Err(payload)
             }
         };
-        drop(state);
-        self.state.notify_all();
+        self.land(state);
         outcome
     }
 
-    /// Tells every registered follower that the leader panicked.
+    /// Tells every registered follower that the leader panicked, unless the
+    /// flight has already ended for them.
     pub(crate) fn abandon(&self, why: LeaderPanicked) {
-        self.state.lock().phase = Phase::Panicked(why);
+        let mut state = self.state.lock();
+        if matches!(state.phase, Phase::Running) {
+            state.phase = Phase::Panicked(why);
+            self.land(state);
+        }
+    }
+
+    /// Tells every registered waiter the flight ended without a value for
+    /// it (see [`Phase::Abandoned`]).
+    pub(crate) fn abandon_waiters(&self) {
+        let mut state = self.state.lock();
+        if matches!(state.phase, Phase::Running) {
+            state.phase = Phase::Abandoned;
+            self.land(state);
+        }
+    }
+
+    fn land(&self, state: HerdGuard<'_, CallState<V>>) {
+        self.landed.store(true, Ordering::Release);
+        drop(state);
+        // Woken after the unlock, so the herd does not wake into a held lock.
         self.state.notify_all();
     }
 
-    /// Parks until the flight ends or `deadline` passes. A `V::clone`
-    /// panic propagates from here, after this follower has been accounted
-    /// for and the lock released.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Waited<V>
+    /// Parks until the flight ends or `deadline` passes. A `candidate`
+    /// (a follower with a function of its own, which departs on a timeout)
+    /// may come back `Elected`; a `Waiter` (not a candidate) stays
+    /// registered on a timeout and may wait again.
+    pub(crate) fn wait(&self, deadline: Option<Instant>, candidate: bool) -> Waited<V>
     where
         V: Clone,
     {
+        if !self.landed.load(Ordering::Acquire) {
+            yield_now();
+        }
         let mut state = self.state.lock();
         // Every wake-up, spurious or timed out, re-checks the phase.
         loop {
-            if !matches!(state.phase, Phase::Running) {
-                let collected = state.collect();
-                drop(state);
-                return collected.unwrap_or_else(|payload| panic::resume_unwind(payload));
+            match state.phase {
+                Phase::Running => {}
+                Phase::Elect if candidate => {
+                    // Elected even past its deadline: a leader always runs,
+                    // and once elected nobody else may be left waiting.
+                    state.phase = Phase::Running;
+                    self.candidates.fetch_sub(1, Ordering::Relaxed);
+                    return Waited::Elected;
+                }
+                Phase::Elect => {}
+                _ => return state.collect(),
             }
             state = match deadline {
                 None => self.state.wait(state),
                 Some(deadline) => {
-                    let (mut state, timed_out) = self.state.wait_until(state, deadline);
-                    if timed_out && matches!(state.phase, Phase::Running) {
-                        state.timed_out += 1;
+                    let (state, timed_out) = self.state.wait_until(state, deadline);
+                    // An elected candidate takes the lead at the loop's top,
+                    // deadline or not; anyone else still waiting gives up.
+                    let waiting = match state.phase {
+                        Phase::Running => true,
+                        Phase::Elect => !candidate,
+                        _ => false,
+                    };
+                    if timed_out && waiting {
+                        if candidate {
+                            self.departed.fetch_add(1, Ordering::Relaxed);
+                            self.candidates.fetch_sub(1, Ordering::Relaxed);
+                        }
                         return Waited::TimedOut;
                     }
                     state
@@ -152,16 +255,67 @@ impl<V> Call<V> {
             };
         }
     }
+
+    /// The outcome if the flight has ended, without waiting.
+    pub(crate) fn try_collect(&self) -> Option<Waited<V>>
+    where
+        V: Clone,
+    {
+        let mut state = self.state.lock();
+        match state.phase {
+            Phase::Running | Phase::Elect => None,
+            _ => Some(state.collect()),
+        }
+    }
+
+    /// A registered follower leaves without taking the value. Returns
+    /// `Departed::Early` if the flight was still running; otherwise the
+    /// follower's share is settled, and if it was the last one the stored
+    /// value comes back for the caller to dispose of.
+    pub(crate) fn depart(&self) -> Departed<V> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        match &mut state.phase {
+            Phase::Running | Phase::Elect => {
+                self.departed.fetch_add(1, Ordering::Relaxed);
+                Departed::Early
+            }
+            Phase::Finished { value, .. } => {
+                let last = state.waiting == 1;
+                let value = if last { value.take() } else { None };
+                state.waiting -= 1;
+                if last {
+                    Departed::Last(value)
+                } else {
+                    Departed::Late
+                }
+            }
+            Phase::Panicked(_) | Phase::Abandoned => Departed::Late,
+        }
+    }
+}
+
+/// What [`Call::depart`] found.
+pub(crate) enum Departed<V> {
+    /// The flight was still running; the follower is no longer counted.
+    Early,
+    /// The flight had ended; nothing is left for this follower to take.
+    Late,
+    /// The flight had ended and this was the last follower: the stored copy.
+    Last(Option<V>),
 }
 
 impl<V: Clone> CallState<V> {
     /// This follower's share of a landed flight. A panicking clone is caught
     /// so it never unwinds through the lock; the caller resumes it once the
     /// lock is released.
-    fn collect(&mut self) -> Result<Waited<V>, Box<dyn Any + Send>> {
+    fn collect(&mut self) -> Waited<V> {
         match &mut self.phase {
-            Phase::Running => unreachable!("collect is only called once the flight has landed"),
-            Phase::Panicked(why) => Ok(Waited::LeaderPanicked(why.clone())),
+            Phase::Running | Phase::Elect => {
+                unreachable!("collect is only called once the flight has landed")
+            }
+            Phase::Panicked(why) => Waited::LeaderPanicked(why.clone()),
+            Phase::Abandoned => Waited::Abandoned,
             Phase::Finished { value, callers } => {
                 let callers = *callers;
                 // Counted down before cloning, so that if the clone panics the
@@ -172,10 +326,13 @@ impl<V: Clone> CallState<V> {
                 } else {
                     panic::catch_unwind(AssertUnwindSafe(|| value.clone()))
                 };
-                value.map(|value| Waited::Served {
-                    value: value.expect("each registered follower collects exactly once"),
-                    callers,
-                })
+                match value {
+                    Ok(value) => Waited::Served {
+                        value: value.expect("each registered follower collects exactly once"),
+                        callers,
+                    },
+                    Err(payload) => Waited::ClonePanicked(payload),
+                }
             }
         }
     }

@@ -48,6 +48,129 @@ impl fmt::Display for Timeout {
 
 impl std::error::Error for Timeout {}
 
+/// Why a follower got no value: returned by
+/// [`Group::work_within`](crate::Group::work_within) and by a
+/// [`Waiter`](crate::Waiter).
+///
+/// A leader's panic is not among them: it reaches followers as a panic with
+/// a [`LeaderPanicked`] payload, through every entry point alike.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sync_singleflight::{Group, WaitError};
+///
+/// let group: Group<String, u32> = Group::builder().max_followers(0).build();
+/// let outcome = group.work_within("k", Duration::from_millis(10), || 1).unwrap();
+/// assert_eq!(outcome.value, 1); // nobody else was running "k": this call led
+/// assert_eq!(WaitError::Overloaded.to_string(), "the flight already has the most followers allowed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The wait budget ran out before the leader finished. The flight goes
+    /// on for everyone else.
+    Timeout,
+    /// The flight already had
+    /// [`max_followers`](crate::GroupBuilder::max_followers) waiting, so
+    /// this caller did not join it.
+    Overloaded,
+    /// The flight ended without a value for this waiter: its
+    /// [`LeaderGuard`](crate::LeaderGuard) was dropped unfilled and no
+    /// follower with a function of its own was there to be elected.
+    /// [`join`](crate::Group::join) again to lead or follow the next flight.
+    Abandoned,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WaitError::Timeout => "timed out waiting for the leader of a flight",
+            WaitError::Overloaded => "the flight already has the most followers allowed",
+            WaitError::Abandoned => "the flight ended without a value for this waiter",
+        })
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+impl From<Timeout> for WaitError {
+    fn from(_: Timeout) -> Self {
+        WaitError::Timeout
+    }
+}
+
+/// Why [`Group::try_work_within`](crate::Group::try_work_within) returned
+/// no value: the flight's own error, or a reason from [`WaitError`],
+/// flattened into one enum.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use sync_singleflight::{Group, TryError};
+///
+/// let group: Group<u64, Result<String, Arc<std::io::Error>>> = Group::new();
+/// let got = group.try_work_within(&1, Duration::from_secs(1), || {
+///     Err(std::io::Error::other("db down"))
+/// });
+/// match got {
+///     Err(TryError::Failed(error)) => assert_eq!(error.to_string(), "db down"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TryError<E> {
+    /// The flight's function returned this error (shared by every caller).
+    Failed(Arc<E>),
+    /// See [`WaitError::Timeout`].
+    Timeout,
+    /// See [`WaitError::Overloaded`].
+    Overloaded,
+}
+
+impl<E> Clone for TryError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            TryError::Failed(error) => TryError::Failed(Arc::clone(error)),
+            TryError::Timeout => TryError::Timeout,
+            TryError::Overloaded => TryError::Overloaded,
+        }
+    }
+}
+
+impl<E> From<WaitError> for TryError<E> {
+    fn from(error: WaitError) -> Self {
+        match error {
+            WaitError::Timeout => TryError::Timeout,
+            WaitError::Overloaded => TryError::Overloaded,
+            WaitError::Abandoned => unreachable!("a call with a function never gets Abandoned"),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for TryError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryError::Failed(error) => error.fmt(f),
+            TryError::Timeout => WaitError::Timeout.fmt(f),
+            TryError::Overloaded => WaitError::Overloaded.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for TryError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TryError::Failed(error) => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
 /// The panic payload every follower of a flight unwinds with when the
 /// flight's leader panicked.
 ///
@@ -104,6 +227,12 @@ impl LeaderPanicked {
                 .map(|text| Arc::from(text.as_str()))
         };
         LeaderPanicked { message }
+    }
+
+    /// For a [`LeaderGuard`](crate::LeaderGuard) dropped while its thread
+    /// was unwinding: the payload is not ours to see.
+    pub(crate) fn unknown() -> Self {
+        LeaderPanicked { message: None }
     }
 
     /// The leader's panic message, when its payload was a `&str` or a

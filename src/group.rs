@@ -1,15 +1,25 @@
 //! The public face: a group of in-flight calls keyed by `K`.
 
+use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
+use crate::builder::GroupBuilder;
 use crate::call::Waited;
-use crate::error::{LeaderPanicked, Timeout};
-use crate::sharded_map::{Entered, FlightId, Removed, Shard, ShardedMap};
+#[cfg(doc)]
+use crate::error::LeaderPanicked;
+use crate::error::{Timeout, TryError, WaitError};
+use crate::join::{FlightCtx, Joined, LeaderGuard, Waiter};
+use crate::key::{KeyArg, Owned, ToKey};
+use crate::observe::{self, FollowerSpan, WaitClock};
+use crate::policy::Policy;
+use crate::sharded_map::{Arrival, Entered, ShardedMap};
 use crate::stats::{Event, Stats};
+use crate::sync::assert_no_key_code_running;
 
 /// Deduplicates concurrent blocking calls that share a key.
 ///
@@ -20,7 +30,14 @@ use crate::stats::{Event, Stats};
 /// again.
 ///
 /// The table of flights is sharded; a call on one key never waits for the
-/// function of another key, and no lock is held while user code runs.
+/// function of another key, and no lock is held while your function or
+/// value runs. (The key's `Eq`, `Borrow` and `Clone` do run under a shard
+/// lock; a call back into a group from there panics instead of deadlocking.)
+///
+/// [`Group::builder`] adds policies: a hung-leader escape
+/// ([`max_flight_age`](GroupBuilder::max_flight_age)), a follower cap
+/// ([`max_followers`](GroupBuilder::max_followers)) and error retry
+/// ([`error_policy`](GroupBuilder::error_policy)).
 ///
 /// The default hasher is [`RandomState`], because keys often come from
 /// untrusted input (tokens, URLs) and must resist hash flooding. Use
@@ -67,6 +84,7 @@ use crate::stats::{Event, Stats};
 pub struct Group<K, V, S = RandomState> {
     map: ShardedMap<K, V>,
     hasher: S,
+    policy: Policy,
 }
 
 /// Which part a caller played in its flight.
@@ -109,8 +127,12 @@ pub struct Outcome<V> {
     pub value: V,
     /// Whether this caller ran the function.
     pub role: Role,
-    /// How many callers got this flight's value: the leader plus every
-    /// follower served. Followers that timed out are not counted.
+    /// How many callers this flight's value was handed to: the leader plus
+    /// every follower still waiting when it landed. Fixed at that moment, so
+    /// the leader and every follower report the same figure. Followers that
+    /// timed out before are not counted; a follower whose own `V::clone`
+    /// panics afterwards is (it was handed the value, and
+    /// [`Stats::follower_own_panics`] counts what happened next).
     pub callers: usize,
 }
 
@@ -130,8 +152,18 @@ impl<V> Outcome<V> {
     }
 }
 
+/// What a call does when its flight already has `max_followers` waiting.
+#[derive(Clone, Copy)]
+enum Overflow {
+    /// Run its own function outside the flight (calls with no error channel).
+    RunOwn,
+    /// Return `WaitError::Overloaded`.
+    Refuse,
+}
+
 impl<K, V> Group<K, V> {
-    /// Creates an empty group with the default, flood-resistant hasher.
+    /// Creates an empty group with the default, flood-resistant hasher and
+    /// no policies: Go's semantics.
     ///
     /// # Examples
     ///
@@ -143,6 +175,25 @@ impl<K, V> Group<K, V> {
     /// ```
     pub fn new() -> Self {
         Group::with_hasher(RandomState::new())
+    }
+
+    /// A builder for a group with policies, a shard count, a name or a
+    /// hasher. See [`GroupBuilder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<String, u32> = Group::builder()
+    ///     .max_flight_age(Duration::from_secs(10))
+    ///     .max_followers(500)
+    ///     .build();
+    /// assert_eq!(group.work("k", || 1), 1);
+    /// ```
+    pub fn builder() -> GroupBuilder<K, V> {
+        GroupBuilder::new()
     }
 }
 
@@ -167,9 +218,18 @@ impl<K, V, S: BuildHasher> Group<K, V, S> {
     /// assert_eq!(group.work(&3, || 9), 9);
     /// ```
     pub fn with_hasher(hasher: S) -> Self {
-        Group {
-            map: ShardedMap::new(),
+        Group::from_parts(
+            crate::sharded_map::default_shard_count(),
             hasher,
+            Policy::default(),
+        )
+    }
+
+    pub(crate) fn from_parts(shards: usize, hasher: S, policy: Policy) -> Self {
+        Group {
+            map: ShardedMap::new(shards),
+            hasher,
+            policy,
         }
     }
 }
@@ -177,9 +237,14 @@ impl<K, V, S: BuildHasher> Group<K, V, S> {
 /// Observing a group needs no hashing, so these have no bounds on the key.
 impl<K, V, S> Group<K, V, S> {
     /// The number of keys with a flight that a new caller would join.
-    /// Forgotten flights still finishing are not counted.
+    /// Forgotten and replaced flights still finishing are not counted.
     ///
     /// It is 0 whenever no call is running, whatever happened before.
+    ///
+    /// # Panics
+    ///
+    /// If called from a key's `Eq`, `Borrow` or `Clone` while a group runs
+    /// it under its lock (it would deadlock).
     ///
     /// # Examples
     ///
@@ -191,10 +256,15 @@ impl<K, V, S> Group<K, V, S> {
     /// assert_eq!(group.in_flight(), 0);
     /// ```
     pub fn in_flight(&self) -> usize {
+        assert_no_key_code_running();
         self.map.in_flight()
     }
 
     /// A snapshot of this group's counters. See [`Stats`].
+    ///
+    /// # Panics
+    ///
+    /// As [`in_flight`](Group::in_flight).
     ///
     /// # Examples
     ///
@@ -206,7 +276,22 @@ impl<K, V, S> Group<K, V, S> {
     /// assert_eq!(group.stats().leader_runs, 1);
     /// ```
     pub fn stats(&self) -> Stats {
+        assert_no_key_code_running();
         self.map.stats()
+    }
+
+    /// The name given with [`GroupBuilder::name`], or `"default"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<u8, u8> = Group::new();
+    /// assert_eq!(group.name(), "default");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.policy.name
     }
 }
 
@@ -218,22 +303,41 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// runs `f`. Otherwise it parks until the leader returns and gets a clone
     /// of the leader's value; its own `f` is dropped without being run.
     /// Errors are shared like any other value: use `V = Result<T, Arc<E>>`
-    /// when `E` is not `Clone`.
+    /// when `E` is not `Clone`, or [`try_work`](Group::try_work), which
+    /// wraps the error for you.
+    ///
+    /// `key` is any borrowed form of `K` that can make a `K` ([`ToKey`]),
+    /// as with `HashMap::get`: `&str` for `String` or `Arc<str>` keys.
+    ///
+    /// With policies set (see [`Group::builder`]): the followers of a flight
+    /// older than `max_flight_age` go with its replacement; one follower of
+    /// a failed flight under [`ErrorPolicy::Retry`](crate::ErrorPolicy::Retry)
+    /// (or of an abandoned [`LeaderGuard`]) is elected to run its own `f`
+    /// for all the others; and a caller over `max_followers` runs its own
+    /// `f` outside the flight.
     ///
     /// # Panics
     ///
     /// - If `f` panics, the panic continues in this (the leader's) thread
     ///   with its original payload, and every follower of this flight panics
     ///   with a [`LeaderPanicked`] payload carrying the leader's message. No
-    ///   follower runs its own `f`. The flight is removed and the group stays
-    ///   usable: the next call starts a new flight.
+    ///   follower runs its own `f` (unless the error policy is `Retry`). The
+    ///   flight is removed and the group stays usable.
     /// - A re-entrant call for a key whose flight this thread is leading,
     ///   directly or through calls on other keys, panics at once with a
     ///   message containing "recursive", instead of deadlocking.
-    /// - A panic in the key's `Hash`, `Eq` or `ToOwned`, or in `V::clone`,
-    ///   happens in the thread that called it. A leader whose clone for its
-    ///   followers panics is treated like a panicking `f`. Nobody else hangs
-    ///   and no entry is left behind.
+    /// - A panic in the key's `Hash`, `Eq`, `Borrow` or `Clone` happens in the
+    ///   calling thread; nothing is changed. A call back into a group from
+    ///   the key's `Eq`, `Borrow` or `Clone` panics (it would deadlock).
+    /// - A follower whose own `V::clone`, or whose unused `f` or key's
+    ///   `Drop`, panics unwinds with that payload; the others are unaffected.
+    /// - A leader whose `V::clone` (copying the value for its followers)
+    ///   panics unwinds with the clone's payload, and its followers panic
+    ///   with [`LeaderPanicked`] carrying the clone's message.
+    ///
+    /// No value is ever dropped inside the group: on the two paths where a
+    /// caller unwinds while holding one (the last two items), that value is
+    /// leaked instead, so a second panicking `Drop` cannot abort the process.
     ///
     /// # Examples
     ///
@@ -250,14 +354,41 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     pub fn work<Q, F>(&self, key: &Q, f: F) -> V
     where
         K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
         F: FnOnce() -> V,
         V: Clone,
     {
-        match self.run(key, None, f) {
-            Ok(outcome) => outcome.value,
-            Err(Timeout) => unreachable!("a wait without a deadline does not time out"),
-        }
+        self.work_with_role(key, f).value
+    }
+
+    /// Like [`work`](Group::work), but the caller hands over an owned key,
+    /// which a leader stores as it is: no copy of the key is made. Use it
+    /// for composite keys such as `(String, u64)`, which `work` would clone.
+    ///
+    /// # Panics
+    ///
+    /// Exactly as [`work`](Group::work). A follower drops its key after it
+    /// has its value; a panic in that `Drop` is treated like a panic in its
+    /// unused `f`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<(String, u64), String> = Group::new();
+    /// let key = ("acme".to_string(), 42);
+    /// assert_eq!(group.work_owned(key, || "row 42".to_string()), "row 42");
+    /// ```
+    pub fn work_owned<F>(&self, key: K, f: F) -> V
+    where
+        F: FnOnce() -> V,
+        V: Clone,
+    {
+        let outcome = self.run(Owned(key), None, Overflow::RunOwn, f, |_| false);
+        outcome
+            .unwrap_or_else(|_| unreachable!("a call without a budget never fails to wait"))
+            .value
     }
 
     /// Like [`work`](Group::work), but a follower waits at most `timeout`.
@@ -267,7 +398,14 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// gets `Err(Timeout)`, and the flight goes on for everyone else.
     /// `Duration::ZERO` means "join only if the value is already there",
     /// which in practice means do not wait; `Duration::MAX` (or any timeout
-    /// too large for the clock) means wait forever.
+    /// too large for the clock) means wait forever. A caller over
+    /// [`max_followers`](GroupBuilder::max_followers) gets `Err(Timeout)` at
+    /// once, as if its budget were zero. A follower elected to rerun a
+    /// failed or abandoned flight becomes its leader and, like any leader,
+    /// runs `f` to the end whatever its budget.
+    ///
+    /// To get the role and caller count with a budget, or to tell a timeout
+    /// from an overload, use [`work_within`](Group::work_within).
     ///
     /// # Panics
     ///
@@ -289,16 +427,22 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     pub fn work_timeout<Q, F>(&self, key: &Q, timeout: Duration, f: F) -> Result<V, Timeout>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
         F: FnOnce() -> V,
         V: Clone,
     {
-        self.run(key, Some(timeout), f).map(|outcome| outcome.value)
+        match self.run(key, Some(timeout), Overflow::Refuse, f, |_| false) {
+            Ok(outcome) => Ok(outcome.value),
+            Err(_) => Err(Timeout),
+        }
     }
 
     /// Like [`work`](Group::work), and also reports whether this caller ran
     /// `f` and how many callers shared the value: Go's `shared` flag, made
     /// precise.
+    ///
+    /// A caller over [`max_followers`](GroupBuilder::max_followers) runs
+    /// its own `f` and reports `Role::Leader` with `callers == 1`.
     ///
     /// # Panics
     ///
@@ -318,13 +462,127 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     pub fn work_with_role<Q, F>(&self, key: &Q, f: F) -> Outcome<V>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
         F: FnOnce() -> V,
         V: Clone,
     {
-        match self.run(key, None, f) {
-            Ok(outcome) => outcome,
-            Err(Timeout) => unreachable!("a wait without a deadline does not time out"),
+        let outcome = self.run(key, None, Overflow::RunOwn, f, |_| false);
+        outcome.unwrap_or_else(|_| unreachable!("a call without a budget never fails to wait"))
+    }
+
+    /// The flat form: a wait budget, the role and the caller count, in one
+    /// call and one `Result`. A follower waits at most `budget`
+    /// (`Duration::MAX` means forever); a caller over
+    /// [`max_followers`](GroupBuilder::max_followers) gets
+    /// [`WaitError::Overloaded`] at once. A leader always runs `f` to the end.
+    ///
+    /// For values that are `Result`s, [`try_work_within`](Group::try_work_within)
+    /// flattens the function's error into the same `Result`.
+    ///
+    /// # Panics
+    ///
+    /// Exactly as [`work`](Group::work).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sync_singleflight::{Group, Role, WaitError};
+    ///
+    /// let group: Group<String, u32> = Group::new();
+    /// match group.work_within("k", Duration::from_millis(50), || 7) {
+    ///     Ok(outcome) => {
+    ///         assert_eq!((outcome.value, outcome.role), (7, Role::Leader));
+    ///     }
+    ///     Err(WaitError::Timeout | WaitError::Overloaded) => { /* serve a fallback */ }
+    ///     Err(other) => panic!("{other}"),
+    /// }
+    /// ```
+    pub fn work_within<Q, F>(
+        &self,
+        key: &Q,
+        budget: Duration,
+        f: F,
+    ) -> Result<Outcome<V>, WaitError>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
+        F: FnOnce() -> V,
+        V: Clone,
+    {
+        self.run(key, Some(budget), Overflow::Refuse, f, |_| false)
+    }
+
+    /// Leads the flight for `key`, or joins it, without running anything:
+    /// the building block for callers that cannot hand over a closure, or
+    /// that want to do other work while they wait. Go's `DoChan`, blocking.
+    ///
+    /// - [`Joined::Leader`]: no flight was running; this caller leads one.
+    ///   Fill its [`LeaderGuard`] with the value. Dropping the guard unfilled
+    ///   abandons the flight: one of the callers in [`work`](Group::work)
+    ///   waiting on it is elected to run its own function, and everyone else
+    ///   (waiters included) gets that run's value; with no such caller,
+    ///   [`Waiter`]s get [`WaitError::Abandoned`]. Dropped while its thread
+    ///   panics, it is a leader panic: followers get [`LeaderPanicked`].
+    /// - [`Joined::Waiter`]: a flight is running; [`Waiter::wait`],
+    ///   [`Waiter::wait_timeout`] or [`Waiter::try_get`] collect its value.
+    ///
+    /// Everything `work` promises holds: recursion is detected, a leader's
+    /// panic reaches its waiters, timeouts leave the flight running,
+    /// `forget`, `max_flight_age`, `max_followers` and the stats apply.
+    /// `work` itself is this call with the closure run by the leader.
+    ///
+    /// # Panics
+    ///
+    /// A call for a key whose flight this thread is leading (holding its
+    /// guard) panics with a message containing "recursive". A panic in the
+    /// key's traits stays in the calling thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sync_singleflight::{Group, Joined};
+    ///
+    /// let group: Group<String, String> = Group::new();
+    /// match group.join("user:1") {
+    ///     Joined::Leader(guard) => {
+    ///         let row = "ada".to_string(); // the slow lookup
+    ///         assert_eq!(guard.fill(row).value, "ada");
+    ///     }
+    ///     Joined::Waiter(mut waiter) => {
+    ///         let _ = waiter.wait_timeout(Duration::from_millis(10));
+    ///     }
+    /// }
+    /// ```
+    pub fn join<Q>(&self, key: &Q) -> Joined<'_, K, V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
+    {
+        assert_no_key_code_running();
+        let (ctx, hash) = self.locate(&key);
+        let mut key = Some(key);
+        let entered = ctx.shard.enter(
+            hash,
+            &mut key,
+            ctx.policy,
+            Arrival::Fresh,
+            false,
+            ctx.recycle_keys,
+        );
+        match entered {
+            Entered::Leader { id, replacing } => {
+                if replacing {
+                    observe::replaced(ctx.policy);
+                }
+                Joined::Leader(LeaderGuard::new(ctx, id))
+            }
+            Entered::Follower(call) => Joined::Waiter(Waiter::new(ctx, Some(call))),
+            Entered::Full => {
+                observe::overflowed(ctx.policy);
+                Joined::Waiter(Waiter::new(ctx, None))
+            }
         }
     }
 
@@ -337,7 +595,8 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     ///
     /// # Panics
     ///
-    /// Only if the key's `Hash` or `Eq` panics; the group is left unchanged.
+    /// Only if the key's `Hash` or `Eq` panics (the group is left
+    /// unchanged), or if called from a key's trait code run under a lock.
     ///
     /// # Examples
     ///
@@ -352,93 +611,255 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     pub fn forget<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
     {
-        let hash = self.hasher.hash_one(key);
-        self.map.shard(hash).forget(hash, key)
+        assert_no_key_code_running();
+        let (ctx, hash) = self.locate(&key);
+        ctx.shard.forget(hash, &key)
     }
 
-    fn run<Q, F>(&self, key: &Q, timeout: Option<Duration>, f: F) -> Result<Outcome<V>, Timeout>
+    /// The shard for `key` and everything a flight there needs to know.
+    fn locate<A: KeyArg<K>>(&self, key: &A) -> (FlightCtx<'_, K, V>, u64) {
+        // One hash picks the shard and is compared before the key's `Eq`.
+        let hash = self.hasher.hash_one(key.lookup());
+        let ctx = FlightCtx {
+            shard: self.map.shard(hash),
+            policy: &self.policy,
+            recycle_keys: self.map.recycles_keys(),
+        };
+        (ctx, hash)
+    }
+
+    /// Every `work` variant: lead, follow (again, after a rerun), or overflow.
+    fn run<A, F>(
+        &self,
+        key: A,
+        budget: Option<Duration>,
+        overflow: Overflow,
+        f: F,
+        failed: fn(&V) -> bool,
+    ) -> Result<Outcome<V>, WaitError>
     where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        A: KeyArg<K>,
         F: FnOnce() -> V,
         V: Clone,
     {
-        // One hash picks the shard and is compared before the key's `Eq`.
-        let hash = self.hasher.hash_one(key);
-        let shard = self.map.shard(hash);
-        match shard.enter(hash, key) {
-            Entered::Leader(id) => Ok(lead(shard, id, f)),
-            Entered::Follower(call) => {
+        assert_no_key_code_running();
+        let (ctx, hash) = self.locate(&key);
+        let mut key = Some(key);
+        let mut arrival = Arrival::Fresh;
+        // Fixed at the first wait, so a rerun does not extend the budget.
+        let mut deadline = None;
+        loop {
+            let entered =
+                ctx.shard
+                    .enter(hash, &mut key, ctx.policy, arrival, true, ctx.recycle_keys);
+            let call = match entered {
+                Entered::Leader { id, replacing } => {
+                    if replacing {
+                        observe::replaced(ctx.policy);
+                    }
+                    return Ok(LeaderGuard::new(ctx, id).run(f, failed));
+                }
+                Entered::Full => {
+                    observe::overflowed(ctx.policy);
+                    drop(key);
+                    return match overflow {
+                        Overflow::RunOwn => Ok(Outcome {
+                            value: f(),
+                            role: Role::Leader,
+                            callers: 1,
+                        }),
+                        Overflow::Refuse => Err(WaitError::Overloaded),
+                    };
+                }
+                Entered::Follower(call) => call,
+            };
+            let deadline = *deadline.get_or_insert_with(|| {
                 // `None` when the deadline does not fit the clock: wait forever.
-                let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-                let waited = call.wait(deadline);
-                // Dropped only now, so a panicking `Drop` cannot strand a registration.
-                drop(f);
+                budget.and_then(|budget| Instant::now().checked_add(budget))
+            });
+            let clock = WaitClock::start();
+            let waited = {
+                let _span = FollowerSpan::enter(ctx.policy);
+                call.wait(deadline, true)
+            };
+            if let Waited::Elected = waited {
+                let id = ctx.shard.claim(&call);
                 drop(call);
-                match waited {
-                    Waited::Served { value, callers } => {
-                        shard.counters.record(Event::FollowerServed);
-                        Ok(Outcome {
-                            value,
-                            role: Role::Follower,
-                            callers,
-                        })
+                drop(key);
+                return Ok(LeaderGuard::new(ctx, id).run(f, failed));
+            }
+            drop(call);
+            let counters = &ctx.shard.counters;
+            match waited {
+                Waited::Elected => unreachable!("handled above"),
+                Waited::Abandoned => {
+                    // Only waiters are told this (no candidate was left);
+                    // should one reach here all the same, it starts over.
+                    arrival = Arrival::Rejoin;
+                }
+                Waited::Served { value, callers } => {
+                    // Dropped only now that the follower is settled, so a
+                    // panicking `Drop` cannot strand a registration.
+                    if let Err(payload) = drop_caught((f, key)) {
+                        counters.record(Event::FollowerOwnPanic);
+                        std::mem::forget(value);
+                        panic::resume_unwind(payload);
                     }
-                    Waited::TimedOut => {
-                        shard.counters.record(Event::FollowerTimeout);
-                        Err(Timeout)
-                    }
-                    Waited::LeaderPanicked(why) => {
-                        shard.counters.record(Event::FollowerPanic);
-                        panic::resume_unwind(Box::new(why))
-                    }
+                    counters.record(Event::FollowerServed);
+                    clock.served(ctx.policy);
+                    return Ok(Outcome {
+                        value,
+                        role: Role::Follower,
+                        callers,
+                    });
+                }
+                Waited::TimedOut => {
+                    counters.record(Event::FollowerTimeout);
+                    clock.timed_out(ctx.policy);
+                    drop((f, key));
+                    return Err(WaitError::Timeout);
+                }
+                Waited::LeaderPanicked(why) => {
+                    counters.record(Event::FollowerPanic);
+                    clock.leader_panicked(ctx.policy);
+                    drop((f, key));
+                    panic::resume_unwind(Box::new(why));
+                }
+                Waited::ClonePanicked(payload) => {
+                    counters.record(Event::FollowerOwnPanic);
+                    // The clone's payload is the one to report.
+                    forget_panic(drop_caught((f, key)));
+                    panic::resume_unwind(payload);
                 }
             }
         }
     }
 }
 
-fn lead<K, V: Clone, F: FnOnce() -> V>(shard: &Shard<K, V>, id: FlightId, f: F) -> Outcome<V> {
-    // Caught so the followers learn of the panic (and its message) before
-    // the leader resumes it; nothing of `f`'s state is looked at afterwards.
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    let Removed {
-        call,
-        followers,
-        replaced_key,
-    } = shard.remove(id);
-    let shared = match (result, call) {
-        (Ok(value), None) => Ok((value, 1)),
-        (Ok(value), Some(call)) => call
-            .finish(&value, followers)
-            .map(|callers| (value, callers)),
-        (Err(payload), call) => {
-            if let Some(call) = call {
-                call.abandon(LeaderPanicked::from_payload(&*payload));
-            }
-            Err(payload)
+impl<K, T, E, S> Group<K, Result<T, StdArc<E>>, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    T: Clone,
+{
+    /// Like [`work`](Group::work) for a fallible function: the error is
+    /// wrapped in an `Arc` so every caller of the flight can share it, the
+    /// way moka's `try_get_with` does. The group's value type is
+    /// `Result<T, Arc<E>>`; `E` need not be `Clone`.
+    ///
+    /// An `Err` is a failed flight for the
+    /// [`ErrorPolicy`](crate::ErrorPolicy): shared with every follower by
+    /// default, or, under `Retry`, followers elect one of themselves to run
+    /// again.
+    ///
+    /// # Panics
+    ///
+    /// Exactly as [`work`](Group::work).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sync_singleflight::Group;
+    ///
+    /// #[derive(Debug)]
+    /// struct DbError(String); // not Clone
+    ///
+    /// let users: Group<u64, Result<String, Arc<DbError>>> = Group::new();
+    /// let name = users.try_work(&1, || Ok::<_, DbError>("ada".to_string()));
+    /// assert_eq!(name.unwrap(), "ada");
+    /// let missing = users.try_work(&2, || Err(DbError("no row".into())));
+    /// assert_eq!(missing.unwrap_err().0, "no row");
+    /// ```
+    pub fn try_work<Q, F>(&self, key: &Q, f: F) -> Result<T, StdArc<E>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        let outcome = self.run(
+            key,
+            None,
+            Overflow::RunOwn,
+            || f().map_err(StdArc::new),
+            Result::is_err,
+        );
+        outcome
+            .unwrap_or_else(|_| unreachable!("a call without a budget never fails to wait"))
+            .value
+    }
+
+    /// [`try_work`](Group::try_work) with a wait budget, the role and the
+    /// caller count, flattened into one `Result`: the function's error,
+    /// a timeout and an overload are all [`TryError`] variants.
+    ///
+    /// # Panics
+    ///
+    /// Exactly as [`work`](Group::work).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use sync_singleflight::{Group, Role, TryError};
+    ///
+    /// let group: Group<u64, Result<u32, Arc<std::io::Error>>> = Group::new();
+    /// let outcome = group
+    ///     .try_work_within(&1, Duration::from_millis(100), || Ok::<_, std::io::Error>(7))
+    ///     .unwrap();
+    /// assert_eq!((outcome.value, outcome.role, outcome.callers), (7, Role::Leader, 1));
+    /// ```
+    pub fn try_work_within<Q, F>(
+        &self,
+        key: &Q,
+        budget: Duration,
+        f: F,
+    ) -> Result<Outcome<T>, TryError<E>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        let outcome = self.run(
+            key,
+            Some(budget),
+            Overflow::Refuse,
+            || f().map_err(StdArc::new),
+            Result::is_err,
+        )?;
+        match outcome.value {
+            Ok(value) => Ok(Outcome {
+                value,
+                role: outcome.role,
+                callers: outcome.callers,
+            }),
+            Err(error) => Err(TryError::Failed(error)),
         }
-    };
-    drop(replaced_key);
-    match shared {
-        Ok((value, callers)) => Outcome {
-            value,
-            role: Role::Leader,
-            callers,
-        },
-        Err(payload) => {
-            shard.counters.record(Event::LeaderPanic);
-            panic::resume_unwind(payload)
-        }
+    }
+}
+
+/// Drops what a caller brought (its unused closure, its key), catching a
+/// panic in their `Drop` so the caller can settle its accounts first.
+pub(crate) fn drop_caught<T>(leftovers: T) -> Result<(), Box<dyn Any + Send>> {
+    panic::catch_unwind(AssertUnwindSafe(move || drop(leftovers)))
+}
+
+/// Discards a second panic's payload (without running its `Drop`, which is
+/// user code too), keeping the first one the caller is about to resume.
+pub(crate) fn forget_panic(result: Result<(), Box<dyn Any + Send>>) {
+    if let Err(second) = result {
+        std::mem::forget(second);
     }
 }
 
 impl<K, V, S> fmt::Debug for Group<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
-            .field("in_flight", &self.map.in_flight())
+            .field("in_flight", &self.in_flight())
+            .field("name", &self.policy.name)
             .field("shards", &self.map.shard_count())
             .finish_non_exhaustive()
     }

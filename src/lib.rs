@@ -47,19 +47,24 @@
 //! |---|---|---|
 //! | `f` returns `v` | gets `v` | gets a clone of `v` |
 //! | `f` panics | unwinds with its original payload | unwinds with [`LeaderPanicked`] (carrying the message); its own `f` never runs |
+//! | `f` panics, or [`try_work`](Group::try_work)'s `f` returns `Err`, under [`ErrorPolicy::Retry`] | unwinds / gets its error | exactly one of them is elected to rerun the flight with its own `f` (at most `retries` times in a row); the rest, waiters included, stay on the flight and get that run's result |
 //! | [`forget`](Group::forget) during the flight | gets `v`; leaves any newer flight alone | followers already waiting get `v`; new callers start a new flight |
-//! | [`work_timeout`](Group::work_timeout) | is never cut short | gives up with [`Timeout`]; the flight goes on |
+//! | the flight is older than [`max_flight_age`](GroupBuilder::max_flight_age) when a new caller arrives | keeps running, gets `v` alone, leaves the replacement alone | are adopted by the replacement flight, which that new caller leads, and get its value |
+//! | the flight already has [`max_followers`](GroupBuilder::max_followers) waiting | — | a newcomer does not join: it runs its own `f` in `work`, gets `Err(Timeout)` / `Overloaded` where the call has an error |
+//! | [`work_timeout`](Group::work_timeout) / [`work_within`](Group::work_within) | is never cut short | gives up with [`Timeout`] / [`WaitError::Timeout`]; the flight goes on |
+//! | a [`LeaderGuard`] from [`join`](Group::join) is dropped unfilled | — | one `work` follower is elected to rerun the flight with its `f`, and the rest get that run's value; with no `work` follower, [`Waiter`]s get [`WaitError::Abandoned`] |
 //! | the key's flight is led by this very thread | — | panics at once with "recursive" instead of deadlocking |
 //!
-//! In every row the entry is removed and [`Group::in_flight`] returns to 0.
-//!
+//! In every row the entry is removed and [`Group::in_flight`] returns to 0,
+//! and every follower is counted once in [`Stats`] (see its identity).
+
 //! # Compared with Go's `singleflight`
 //!
 //! | Go | this crate |
 //! |---|---|
 //! | `Do(key, fn) (v, err, shared)` | [`Group::work`] returns `V`; put errors in `V` (`Result<T, Arc<E>>`). [`Group::work_with_role`] returns an [`Outcome`] with the role and the number of callers served |
 //! | `shared` is true for every follower, and for a leader with company | [`Outcome::role`] and [`Outcome::callers`] keep the two facts apart, so dedup metrics are not inflated; [`Stats`] counts leaders and followers separately |
-//! | `DoChan(key, fn) <-chan Result` | no channel API; a follower that must not wait long uses [`Group::work_timeout`] |
+//! | `DoChan(key, fn) <-chan Result`, mostly used to `select` on a deadline | [`Group::join`] returns a [`LeaderGuard`] to fill or a [`Waiter`] with `wait`, `wait_timeout` and a non-blocking `try_get`; or [`Group::work_timeout`] / [`Group::work_within`] for a budget |
 //! | `Forget(key)` | [`Group::forget`], which also tells whether there was a flight; the identity check of Go issue 31420 is built in |
 //! | a panic in `fn` re-panics in every `Do` waiter (and crashes the process if a `DoChan` waiter exists) | the leader keeps its payload, followers unwind with [`LeaderPanicked`]; nothing crashes or hangs |
 //! | a recursive `Do` on the same key deadlocks silently | panics with a message naming the problem |
@@ -140,21 +145,25 @@
 //!
 //! # Bad input gets a clear answer
 //!
-//! | input | what happens |
-//! |---|---|
-//! | a recursive call for a key this thread is leading (also through other keys) | panics at once: "…recursive call for a key whose flight this thread is already leading…" |
-//! | `work_timeout` with `Duration::ZERO` | a follower gives up at once with [`Timeout`]; a leader runs `f` as usual |
-//! | `work_timeout` with `Duration::MAX` (or any timeout past the clock's range) | waits forever, like [`Group::work`]; nothing overflows |
-//! | a key whose `Hash`, `Eq` or `ToOwned`/`Clone` panics | the calling thread panics; no entry is added or left behind, and nobody else notices |
-//! | `f` panics | the leader unwinds with its payload, its followers with [`LeaderPanicked`] |
-//! | `V::clone` panics in a follower | that follower unwinds with the clone's panic; the others get their value |
-//! | `V::clone` panics in the leader (copying the value for its followers) | treated as a leader panic: the followers get [`LeaderPanicked`] |
-//! | a value whose `Drop` panics | the group never drops a value itself, so the panic happens where your code drops its copy |
-//! | a closure whose captures panic on `Drop` (a follower's unused `f`) | it is dropped after the follower has its value, so only that follower panics |
-//! | the `Group` dropped while another thread waits on it through an `Arc<Group>` | the `Arc` keeps the group alive until that thread returns; only the last owner drops it |
+//! | input | what happens | test |
+//! |---|---|---|
+//! | a recursive call for a key this thread is leading (also through other keys, or holding a [`LeaderGuard`]) | panics at once: "…recursive call for a key whose flight this thread is already leading…" | `panics.rs`: `a_recursive_call_on_the_same_key_panics_instead_of_deadlocking`, `a_cycle_through_other_keys_on_one_thread_panics` |
+//! | a key whose `Eq`, `Borrow` or `Clone` calls back into a group (a metrics hook calling `in_flight`, say) | that code runs under a shard lock, so the call back panics at once: "a key's Eq, Borrow or Clone called back into a group…"; nothing is added, the group stays usable | `hostile.rs`: `a_key_whose_clone_calls_back_into_the_group_panics_instead_of_hanging`, `a_key_whose_eq_calls_back_into_the_group_panics_and_the_flight_goes_on` |
+//! | `work_timeout` with `Duration::ZERO` | a follower gives up at once with [`Timeout`]; a leader runs `f` as usual | `timeout.rs` |
+//! | `work_timeout` with `Duration::MAX` (or any timeout past the clock's range) | waits forever, like [`Group::work`]; nothing overflows | `timeout.rs` |
+//! | `shards(0)` or more than [`MAX_SHARDS`] | panics in the builder, naming the range | `policies.rs` |
+//! | a key whose `Hash`, `Eq` or `Clone` panics | the calling thread panics; no entry is added or left behind, and nobody else notices | `panics.rs`: `panicking_key_traits_hurt_only_their_caller` |
+//! | a key whose `Drop` panics | only the call that made that copy of the key sees it (a leader drops its own copy when its flight lands; a `work_owned` follower its own key); no unrelated call, and no other panic's payload, is ever replaced | `hostile.rs`: `a_keys_panicking_drop_stays_with_the_call_that_made_the_copy`, `a_follower_whose_owned_key_panics_on_drop_is_counted_once` |
+//! | `f` panics | the leader unwinds with its payload, its followers with [`LeaderPanicked`] | `panics.rs`: `every_caller_sees_the_leaders_panic` |
+//! | `V::clone` panics in a follower | that follower unwinds with the clone's panic (counted in `follower_own_panics`); the others get their value | `panics.rs`: `a_panicking_clone_in_a_follower_hurts_only_that_follower` |
+//! | `V::clone` panics in the leader (copying the value for its followers) | the leader unwinds with the clone's payload and its own value is leaked, not dropped (so a panicking `Drop` cannot replace that payload); the followers get [`LeaderPanicked`] with the clone's message; `leader_panics` counts it | `hostile.rs`: `a_leader_clone_panic_keeps_its_payload_even_if_the_value_panics_on_drop` (in a child process) |
+//! | a value whose `Drop` panics | the group never drops a value itself, so the panic happens where your code drops its copy | `panics.rs`: `the_group_never_drops_a_value_itself` |
+//! | a follower's unused closure (or owned key) panics on `Drop` | that follower unwinds with that payload and is counted once (`follower_own_panics`); the value meant for it is leaked rather than dropped inside the group, so a `V` whose `Drop` panics too cannot abort the process | `hostile.rs`: `a_follower_whose_closure_and_value_both_panic_on_drop_does_not_abort` (in a child process) |
+//! | the `Group` dropped while another thread waits on it through an `Arc<Group>` | the `Arc` keeps the group alive until that thread returns; only the last owner drops it | `group.rs` |
 //!
-//! Each row has a test in `tests/` (`panics.rs`, `timeout.rs`, `group.rs`).
-//!
+//! The two leaks are the price of "no value is dropped inside the group":
+//! they happen only when a caller is already unwinding from its own code.
+
 //! # FAQ
 //!
 //! **Does a follower's timeout cancel the leader?** No. Only a follower's
@@ -174,16 +183,31 @@
 //!
 //! **Does the group ever drop my value?** No. The leader keeps its own
 //! value and the followers' copy is always collected by the last follower,
-//! so a `Drop` with side effects (or one that panics) runs in your code.
+//! so a `Drop` with side effects (or one that panics) runs in your code. On
+//! the two paths where a caller unwinds from its own code while holding a
+//! value (see the table above) the value is leaked instead.
+//!
+//! **Which user code runs under a lock?** Only the key's `Eq` and `Borrow`
+//! (to find the flight) and its `Clone` (`ToKey`: a leader's copy of the
+//! key), under the key's shard lock. Never your function, `V::clone`, or any
+//! `Drop`. A call back into a group from that key code panics instead of
+//! deadlocking; a key that blocks on another thread from there can still
+//! deadlock, as it would in a `HashMap` behind a mutex.
 //!
 //! **How much does a call cost when nobody else wants the key?** Two short
 //! critical sections on the key's shard, one hash of the key, and a copy of
-//! the key into a buffer the shard recycles (`ToOwned::clone_into`), so in
-//! steady state no allocation at all, for `u64` and `String` keys alike. The
-//! price is that each shard keeps the key of its last flight until the next
-//! one replaces it (or the group is dropped): mind that if your keys are
-//! megabytes long or their `Drop` does something. See the README's
+//! the key. For `String` (and `Vec<u8>`, `PathBuf`, `OsString`, `CString`)
+//! keys the copy goes into a buffer the shard recycles, so in steady state
+//! no allocation at all, for `u64` and `String` keys alike; each shard then
+//! keeps the key of its last flight until the next one. Other key types are
+//! dropped by their own leader when the flight lands (their `Drop` may be
+//! user code); use [`Group::work_owned`] to hand over a composite key
+//! without a copy. See the README's
 //! Performance section for figures against Go.
+//!
+//! **What does an unset policy cost?** Nothing measurable: each is one
+//! `Option` checked when a caller finds a flight already running (never on
+//! the uncontended path); see the README's Performance section.
 //!
 //! **Is it poisoned by a panic?** No. The shard locks are `parking_lot`
 //! locks, which do not poison; the per-flight lock is std's (its condvar
@@ -201,13 +225,31 @@
 #[cfg(feature = "redis")]
 pub mod redis;
 
+mod builder;
 mod call;
 mod error;
 mod group;
+mod join;
+mod key;
+mod observe;
+mod policy;
 mod sharded_map;
 mod stats;
 mod sync;
 
-pub use error::{LeaderPanicked, Timeout};
+pub use builder::{GroupBuilder, MAX_SHARDS};
+pub use error::{LeaderPanicked, Timeout, TryError, WaitError};
 pub use group::{Group, Outcome, Role};
+pub use join::{Joined, LeaderGuard, Waiter};
+pub use key::ToKey;
+pub use policy::ErrorPolicy;
 pub use stats::Stats;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::loom_clock;
+
+/// Compiles and runs every Rust block of the README as a doctest, so the
+/// README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

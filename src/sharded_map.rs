@@ -9,15 +9,23 @@
 //! live entries, and a scan of a few cached hashes beats rehashing into a map.
 //! A vector also lets a forgotten flight stay findable by its leader (by id)
 //! while new callers for the same key start a fresh flight beside it.
+//!
+//! The only user code that runs under a shard lock is the key's `Eq` and
+//! `Borrow` (to find a flight) and its `Clone` (a leader's copy of the key);
+//! [`KeyCodeUnderLock`] turns a call back into a group from there into a
+//! panic instead of a deadlock. No key is ever dropped under a lock, and no
+//! caller drops a key but its own (see [`is_recyclable`](crate::key)).
 
-use std::borrow::Borrow;
 use std::num::NonZeroUsize;
+use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
 use crate::call::Call;
+use crate::key::{KeyArg, is_recyclable};
+use crate::policy::Policy;
 use crate::stats::{Stats, UnlockedCounters};
-use crate::sync::{Arc, Mutex, ThreadToken, current_thread};
+use crate::sync::{Arc, KeyCodeUnderLock, Mutex, ThreadToken, current_thread, has_aged};
 
 /// Identifies one flight within its shard, so a leader removes its own
 /// flight and never a newer one for the same key (Go issue 31420).
@@ -26,8 +34,9 @@ pub(crate) struct FlightId(u64);
 
 pub(crate) struct ShardedMap<K, V> {
     shards: Box<[CachePadded<Shard<K, V>>]>,
-    /// `64 - log2(shards.len())`: the hash's top bits pick the shard.
-    shift: u32,
+    /// Whether leaders leave their key behind for the next one to overwrite
+    /// (see [`is_recyclable`]).
+    recycle_keys: bool,
 }
 
 pub(crate) struct Shard<K, V> {
@@ -41,11 +50,14 @@ struct Flights<K, V> {
     // Counted under the lock the call already holds, so they cost nothing.
     leader_runs: u64,
     followers_joined: u64,
+    followers_promoted: u64,
     forgets: u64,
+    replacements: u64,
+    overflows: u64,
     /// The key of the last flight to land, kept so the next leader can
-    /// `clone_into` its buffer instead of allocating: for `String` keys
-    /// this makes the uncontended path allocation-free. It costs one key
-    /// per shard, held until the shard's next flight replaces it.
+    /// overwrite its buffer instead of allocating: for `String` keys this
+    /// makes the uncontended path allocation-free. Only for key types whose
+    /// `Drop` runs no user code.
     spare_key: Option<K>,
 }
 
@@ -53,32 +65,71 @@ struct Flight<K, V> {
     hash: u64,
     id: FlightId,
     key: K,
-    leader: ThreadToken,
-    /// A forgotten flight still runs, and its leader still removes it, but
-    /// no new caller joins it.
+    /// `None` while the flight waits for the follower elected to rerun it.
+    leader: Option<ThreadToken>,
+    /// A forgotten (or replaced) flight still runs, and its leader still
+    /// removes it, but no new caller joins it.
     forgotten: bool,
     /// Allocated by the first follower; a lone leader never needs one.
     call: Option<Arc<Call<V>>>,
     /// Followers that joined; final once the leader removes the flight.
     followers: usize,
+    /// When the flight started; only kept when a `max_flight_age` is set.
+    started: Option<Instant>,
+    /// 0 for a first run; n for the n-th rerun after a failure.
+    attempt: u32,
+}
+
+/// Whether a caller arrives for the first time or re-enters after its
+/// flight ended without a value for it (counted once, at its first entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    Fresh,
+    Rejoin,
+}
+
+/// Why a leader gives its flight up without a value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GiveUp {
+    /// It failed (or panicked) under a retry policy allowing `retries`
+    /// reruns in a row.
+    Failed { retries: u32 },
+    /// Its guard was dropped unfilled.
+    Abandoned,
+}
+
+/// What became of a flight its leader gave up.
+pub(crate) enum HandOver<K, V> {
+    /// It stays in its shard, and a follower has been elected to rerun it.
+    Elected,
+    /// Nobody can take over: it was removed like a landed flight.
+    Removed(Removed<K, V>),
 }
 
 /// How a caller entered a flight.
 pub(crate) enum Entered<V> {
-    Leader(FlightId),
+    Leader {
+        id: FlightId,
+        /// Whether this flight replaces one that outlived `max_flight_age`
+        /// (and took over its followers).
+        replacing: bool,
+    },
     Follower(Arc<Call<V>>),
+    /// The flight has `max_followers` waiting already.
+    Full,
 }
 
 /// What a leader takes back out of its shard when its function returns.
 pub(crate) struct Removed<K, V> {
     pub(crate) call: Option<Arc<Call<V>>>,
     pub(crate) followers: usize,
-    /// The spare key its own key displaced, for the leader to drop outside
-    /// the lock once its followers are served (a key's `Drop` is user code).
-    pub(crate) replaced_key: Option<K>,
+    /// A key for the leader to drop outside the lock once its followers are
+    /// served: its own, or a displaced spare of a recyclable type.
+    pub(crate) key: Option<K>,
 }
 
-fn default_shard_count() -> usize {
+/// The number of shards a group gets unless the builder says otherwise.
+pub(crate) fn default_shard_count() -> usize {
     if cfg!(loom) {
         // Models explore every lock; two shards keep them small and still
         // exercise the shard choice.
@@ -97,9 +148,8 @@ fn default_shard_count() -> usize {
 }
 
 impl<K, V> ShardedMap<K, V> {
-    pub(crate) fn new() -> Self {
-        let count = default_shard_count();
-        debug_assert!(count.is_power_of_two() && count >= 2);
+    pub(crate) fn new(count: usize) -> Self {
+        assert!(count >= 1, "validated by the builder");
         let shards = (0..count)
             .map(|_| {
                 CachePadded::new(Shard {
@@ -108,7 +158,10 @@ impl<K, V> ShardedMap<K, V> {
                         next_id: 0,
                         leader_runs: 0,
                         followers_joined: 0,
+                        followers_promoted: 0,
                         forgets: 0,
+                        replacements: 0,
+                        overflows: 0,
                         spare_key: None,
                     }),
                     counters: UnlockedCounters::default(),
@@ -117,16 +170,23 @@ impl<K, V> ShardedMap<K, V> {
             .collect();
         ShardedMap {
             shards,
-            shift: 64 - count.trailing_zeros(),
+            recycle_keys: is_recyclable::<K>(),
         }
     }
 
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K, V> {
-        &self.shards[(hash >> self.shift) as usize]
+        // Multiply-shift maps the hash's top bits onto any shard count, so
+        // the count need not be a power of two.
+        let index = (u128::from(hash) * self.shards.len() as u128) >> 64;
+        &self.shards[index as usize]
     }
 
     pub(crate) fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    pub(crate) fn recycles_keys(&self) -> bool {
+        self.recycle_keys
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -143,100 +203,220 @@ impl<K, V> ShardedMap<K, V> {
 }
 
 impl<K, V> Flights<K, V> {
-    /// The flight a new caller for `key` would join: same hash (compared
-    /// first, so the key's `Eq` runs only on a likely match), not
-    /// forgotten, equal key.
-    fn live<Q>(&mut self, hash: u64, key: &Q) -> Option<&mut Flight<K, V>>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Eq,
-    {
+    /// Takes a flight out for good; its key goes to the spare slot (when
+    /// recyclable) or back to the caller, to be dropped outside the lock.
+    fn remove(&mut self, id: FlightId, recycle_keys: bool) -> Removed<K, V> {
+        let position = self
+            .list
+            .iter()
+            .position(|flight| flight.id == id)
+            .expect("a flight is removed only by its leader, exactly once");
+        let flight = self.list.swap_remove(position);
+        let key = if recycle_keys {
+            self.spare_key.replace(flight.key)
+        } else {
+            Some(flight.key)
+        };
+        Removed {
+            call: flight.call,
+            followers: flight.followers,
+            key,
+        }
+    }
+
+    /// A flight by its id: its leader's (or elected follower's) handle.
+    fn by_id(&mut self, id: FlightId) -> &mut Flight<K, V> {
         self.list
             .iter_mut()
-            .find(|flight| flight.hash == hash && !flight.forgotten && flight.key.borrow() == key)
+            .find(|flight| flight.id == id)
+            .expect("a flight stays in its shard until its leader removes it")
+    }
+
+    /// Where the flight a new caller for `key` would join is: same hash
+    /// (compared first, so the key's `Eq` runs only on a likely match), not
+    /// forgotten, equal key.
+    fn live<A: KeyArg<K>>(&self, hash: u64, key: &A) -> Option<usize> {
+        self.list
+            .iter()
+            .position(|flight| flight.hash == hash && !flight.forgotten && key.matches(&flight.key))
     }
 }
 
 impl<K, V> Shard<K, V> {
-    /// Joins the live flight for `key`, or starts one led by this thread.
+    /// Joins the live flight for `key`, or starts one led by this thread
+    /// (taking the key out of `key`; a key left there is the caller's to
+    /// drop, outside the lock).
     ///
     /// # Panics
     ///
     /// If the live flight for `key` is led by the calling thread (waiting on
-    /// it would deadlock), or if the key's `Eq`, `Borrow` or `ToOwned`
-    /// panics. Nothing is changed in either case.
-    pub(crate) fn enter<Q>(&self, hash: u64, key: &Q) -> Entered<V>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Eq + ToOwned<Owned = K>,
-    {
+    /// it would deadlock), or if the key's `Eq`, `Borrow` or `Clone`
+    /// panics, or calls back into a group. Nothing is changed in any case.
+    pub(crate) fn enter<A: KeyArg<K>>(
+        &self,
+        hash: u64,
+        key: &mut Option<A>,
+        policy: &Policy,
+        arrival: Arrival,
+        candidate: bool,
+        recycle_keys: bool,
+    ) -> Entered<V> {
         let me = current_thread();
         let mut flights = self.flights.lock();
-        if let Some(flight) = flights.live(hash, key) {
-            if flight.leader == me {
+        let key_code = KeyCodeUnderLock::begin();
+        let lookup = key.as_ref().expect("a caller enters with its key");
+        let mut replaced = None;
+        if let Some(index) = flights.live(hash, lookup) {
+            let flight = &mut flights.list[index];
+            if flight.leader == Some(me) {
+                drop(key_code);
                 drop(flights);
                 panic!(
                     "sync_singleflight: recursive call for a key whose flight this thread is \
                      already leading; waiting for itself would deadlock"
                 );
             }
-            let call = Arc::clone(flight.call.get_or_insert_with(|| Arc::new(Call::new())));
-            flight.followers += 1;
-            flights.followers_joined += 1;
-            return Entered::Follower(call);
-        }
-        // `clone_into` may drop the spare's old contents (user code) under
-        // the lock; a panic there leaves the list untouched.
-        let key = match flights.spare_key.take() {
-            Some(mut spare) => {
-                key.clone_into(&mut spare);
-                spare
+            // A flight waiting for its elected follower is never too old:
+            // its rerun has not started.
+            let too_old = match (policy.max_flight_age, flight.started, flight.leader) {
+                (Some(limit), Some(started), Some(_)) => has_aged(started, limit),
+                _ => false,
+            };
+            if too_old {
+                replaced = Some(index);
+            } else {
+                if let (Some(cap), Arrival::Fresh) = (policy.max_followers, arrival) {
+                    let departed = flight.call.as_ref().map_or(0, |call| call.departed());
+                    if flight.followers - departed >= cap {
+                        flights.overflows += 1;
+                        return Entered::Full;
+                    }
+                }
+                let call = Arc::clone(flight.call.get_or_insert_with(|| Arc::new(Call::new())));
+                flight.followers += 1;
+                if candidate {
+                    call.add_candidate();
+                }
+                if arrival == Arrival::Fresh {
+                    flights.followers_joined += 1;
+                }
+                return Entered::Follower(call);
             }
-            None => key.to_owned(),
+        }
+        let spare = if recycle_keys {
+            flights.spare_key.take()
+        } else {
+            None
+        };
+        // The key's `Clone` may panic: nothing has been changed yet.
+        let key = key.take().expect("checked above").into_key(spare);
+        drop(key_code);
+        // The old leader keeps running and removes only its own flight, now
+        // without followers: they wait on the same call, which the
+        // replacement adopts, so none of them re-enters.
+        let (call, followers) = match replaced {
+            Some(index) => {
+                let old = &mut flights.list[index];
+                old.forgotten = true;
+                let adopted = (old.call.take(), std::mem::take(&mut old.followers));
+                flights.replacements += 1;
+                adopted
+            }
+            None => (None, 0),
         };
         let id = FlightId(flights.next_id);
         flights.next_id += 1;
-        flights.leader_runs += 1;
+        match arrival {
+            Arrival::Fresh => flights.leader_runs += 1,
+            Arrival::Rejoin => flights.followers_promoted += 1,
+        }
         flights.list.push(Flight {
             hash,
             id,
             key,
-            leader: me,
+            leader: Some(me),
             forgotten: false,
-            call: None,
-            followers: 0,
+            call,
+            followers,
+            started: policy.max_flight_age.map(|_| Instant::now()),
+            attempt: 0,
         });
-        Entered::Leader(id)
-    }
-
-    /// Takes the leader's own flight out, whether or not it was forgotten.
-    pub(crate) fn remove(&self, id: FlightId) -> Removed<K, V> {
-        let mut flights = self.flights.lock();
-        let position = flights
-            .list
-            .iter()
-            .position(|flight| flight.id == id)
-            .expect("a flight is removed only by its leader, exactly once");
-        let flight = flights.list.swap_remove(position);
-        let replaced = flights.spare_key.replace(flight.key);
-        drop(flights);
-        Removed {
-            call: flight.call,
-            followers: flight.followers,
-            replaced_key: replaced,
+        Entered::Leader {
+            id,
+            replacing: replaced.is_some(),
         }
     }
 
-    /// Detaches the live flight for `key` from new callers.
-    pub(crate) fn forget<Q>(&self, hash: u64, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Eq,
-    {
+    /// A leader gives its flight up without a value. If a follower with a
+    /// function of its own is still waiting (and, for a failure, the retry
+    /// budget allows), the flight stays in the shard under the same id,
+    /// leaderless, and that follower is elected to rerun it
+    /// ([`Call::elect`]); everyone else keeps waiting on the same call, so a
+    /// rerun is one flight, never a herd. Otherwise the flight is removed.
+    pub(crate) fn hand_over(
+        &self,
+        id: FlightId,
+        why: GiveUp,
+        recycle_keys: bool,
+    ) -> HandOver<K, V> {
         let mut flights = self.flights.lock();
-        match flights.live(hash, key) {
-            Some(flight) => {
-                flight.forgotten = true;
+        let flight = flights.by_id(id);
+        let allowed = match why {
+            GiveUp::Failed { retries } => flight.attempt < retries,
+            GiveUp::Abandoned => true,
+        };
+        if allowed && flight.call.as_ref().is_some_and(|call| call.elect()) {
+            flight.leader = None;
+            if let GiveUp::Failed { .. } = why {
+                flight.attempt += 1;
+            }
+            if flight.started.is_some() {
+                flight.started = Some(Instant::now());
+            }
+            return HandOver::Elected;
+        }
+        // Under the same lock: a follower joining now would be counted
+        // neither as a candidate nor as one to serve.
+        HandOver::Removed(flights.remove(id, recycle_keys))
+    }
+
+    /// The follower elected on `call` takes the lead of its flight. Returns
+    /// the flight's id.
+    pub(crate) fn claim(&self, call: &Arc<Call<V>>) -> FlightId {
+        let me = current_thread();
+        let mut flights = self.flights.lock();
+        let flight = flights
+            .list
+            .iter_mut()
+            .find(|flight| {
+                flight
+                    .call
+                    .as_ref()
+                    .is_some_and(|own| Arc::ptr_eq(own, call))
+            })
+            .expect("an elected follower's flight waits for it in its shard");
+        debug_assert!(flight.leader.is_none());
+        flight.leader = Some(me);
+        flight.followers -= 1;
+        let id = flight.id;
+        flights.followers_promoted += 1;
+        id
+    }
+
+    /// Takes the leader's own flight out, whether or not it was forgotten.
+    pub(crate) fn remove(&self, id: FlightId, recycle_keys: bool) -> Removed<K, V> {
+        self.flights.lock().remove(id, recycle_keys)
+    }
+
+    /// Detaches the live flight for `key` from new callers.
+    pub(crate) fn forget<A: KeyArg<K>>(&self, hash: u64, key: &A) -> bool {
+        let mut flights = self.flights.lock();
+        let key_code = KeyCodeUnderLock::begin();
+        let found = flights.live(hash, key);
+        drop(key_code);
+        match found {
+            Some(index) => {
+                flights.list[index].forgotten = true;
                 flights.forgets += 1;
                 true
             }
@@ -258,7 +438,10 @@ impl<K, V> Shard<K, V> {
             let flights = self.flights.lock();
             stats.leader_runs += flights.leader_runs;
             stats.followers_joined += flights.followers_joined;
+            stats.followers_promoted += flights.followers_promoted;
             stats.forgets += flights.forgets;
+            stats.replacements += flights.replacements;
+            stats.overflows += flights.overflows;
         }
         self.counters.add_to(stats);
     }

@@ -11,13 +11,22 @@
 //! shard locks are parking_lot's; the per-flight wait is a [`HerdLock`].
 
 use std::sync::PoisonError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(not(loom))]
 mod imp {
+    use std::cell::Cell;
+
     pub(crate) use parking_lot::Mutex;
-    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::sync::{Arc, Condvar as HerdCondvar, Mutex as HerdMutex, MutexGuard};
+    pub(crate) use std::thread::yield_now;
+
+    thread_local! {
+        /// How many group locks this thread holds while it runs a key's
+        /// trait code; its address doubles as the thread's identity.
+        static KEY_CODE_DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
 
     /// Identifies the calling thread for recursion detection.
     ///
@@ -30,17 +39,29 @@ mod imp {
     pub(crate) struct ThreadToken(usize);
 
     pub(crate) fn current_thread() -> ThreadToken {
-        thread_local! {
-            static ANCHOR: u8 = const { 0 };
-        }
-        ANCHOR.with(|anchor| ThreadToken(std::ptr::from_ref(anchor) as usize))
+        KEY_CODE_DEPTH.with(|depth| ThreadToken(std::ptr::from_ref(depth) as usize))
+    }
+
+    pub(crate) fn key_code_depth<R>(f: impl FnOnce(&Cell<u32>) -> R) -> R {
+        KEY_CODE_DEPTH.with(f)
     }
 }
 
 #[cfg(loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+    use std::cell::Cell;
+
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::{Arc, Condvar as HerdCondvar, Mutex as HerdMutex, MutexGuard};
+    pub(crate) use loom::thread::yield_now;
+
+    loom::thread_local! {
+        static KEY_CODE_DEPTH: Cell<u32> = Cell::new(0);
+    }
+
+    pub(crate) fn key_code_depth<R>(f: impl FnOnce(&Cell<u32>) -> R) -> R {
+        KEY_CODE_DEPTH.with(f)
+    }
 
     /// A loom mutex with parking_lot's signature: no poisoning.
     #[derive(Debug)]
@@ -64,8 +85,46 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{Arc, AtomicU64, Mutex, Ordering, ThreadToken, current_thread};
-use imp::{HerdCondvar, HerdMutex, MutexGuard};
+pub(crate) use imp::{
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, ThreadToken, current_thread,
+    yield_now,
+};
+use imp::{HerdCondvar, HerdMutex, MutexGuard, key_code_depth};
+
+/// Marks, until dropped, that this thread runs a key's `Eq`, `Borrow` or
+/// `Clone` while holding a group lock.
+///
+/// The group's locks are not re-entrant. A key whose trait code calls back
+/// into a group (a metrics hook calling `in_flight`, say) would deadlock on
+/// the lock its own thread holds; with this mark the call panics at once
+/// instead ([`assert_no_key_code_running`]). Dropping the mark on unwind
+/// keeps the count right when the key's code panics.
+pub(crate) struct KeyCodeUnderLock(());
+
+impl KeyCodeUnderLock {
+    pub(crate) fn begin() -> Self {
+        key_code_depth(|depth| depth.set(depth.get() + 1));
+        KeyCodeUnderLock(())
+    }
+}
+
+impl Drop for KeyCodeUnderLock {
+    fn drop(&mut self) {
+        key_code_depth(|depth| depth.set(depth.get() - 1));
+    }
+}
+
+/// Panics if the calling thread is inside a key's trait code that a group
+/// runs under one of its locks. Every public entry point that takes a group
+/// lock calls this first.
+pub(crate) fn assert_no_key_code_running() {
+    if key_code_depth(|depth| depth.get()) != 0 {
+        panic!(
+            "sync_singleflight: a key's Eq, Borrow or Clone called back into a group; \
+             that code runs while the group holds a lock, so the call would deadlock"
+        );
+    }
+}
 
 /// A mutex and condvar pair whose `notify_all` wakes every waiter with one
 /// futex call (std's), rather than requeueing them onto the mutex to be
@@ -133,5 +192,36 @@ impl<T> HerdLock<T> {
 
     pub(crate) fn notify_all(&self) {
         self.woken.notify_all();
+    }
+}
+
+/// Whether a flight that started at `started` is older than `limit`.
+#[cfg(not(loom))]
+pub(crate) fn has_aged(started: Instant, limit: Duration) -> bool {
+    started.elapsed() >= limit
+}
+
+/// loom has no clock, so age is modelled as a switch the model flips at any
+/// moment ([`loom_clock::age_every_flight`]): the checker then explores
+/// every point at which a flight can turn too old, just as a timed wait is
+/// modelled by [`HerdLock::wait_until`].
+#[cfg(loom)]
+pub(crate) fn has_aged(_started: Instant, _limit: Duration) -> bool {
+    loom_clock::AGED.load(Ordering::SeqCst)
+}
+
+/// The model's control over flight age (`cfg(loom)` only).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_clock {
+    use super::{AtomicBool, Ordering};
+
+    loom::lazy_static! {
+        pub(crate) static ref AGED: AtomicBool = AtomicBool::new(false);
+    }
+
+    /// From now on, every flight is older than any `max_flight_age`.
+    pub fn age_every_flight() {
+        AGED.store(true, Ordering::SeqCst);
     }
 }

@@ -383,21 +383,22 @@ impl std::hash::Hash for CountedKey {
     }
 }
 
-// Each shard recycles the key of its last flight; no key copy outlives the
-// group, and at most one per shard is held between flights.
+// A key type with a `Drop` of its own is never kept as a spare (only std
+// buffers like `String` are): each leader drops its own copy when its
+// flight lands, so no copy is held between flights.
 #[test]
-fn owned_keys_are_recycled_and_dropped_with_the_group() {
+fn keys_with_their_own_drop_are_not_kept_between_flights() {
     let live = Arc::new(AtomicUsize::new(0));
     let group: Group<CountedKey, u32> = Group::new();
     for id in 0..1000 {
         let key = CountedKey::new(id, &live);
         group.work(&key, || id);
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            1,
+            "only the caller's own key is alive"
+        );
     }
-    let held = live.load(Ordering::SeqCst);
-    assert!(
-        held > 0 && held <= 1024,
-        "{held} key copies held between flights"
-    );
     drop(group);
     assert_eq!(
         live.load(Ordering::SeqCst),

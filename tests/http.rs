@@ -167,3 +167,39 @@ fn a_bad_path_is_a_400() {
         harness.stop();
     });
 }
+
+#[test]
+fn metrics_are_served_in_prometheus_text() {
+    with_deadline("metrics", || {
+        const WAITERS: usize = 4;
+        let harness = Harness::start(true, WAITERS);
+        harness.burst(&[7; WAITERS], 1);
+        let mut response = app::client()
+            .get(&format!("{}/metrics", harness.server.base_url()))
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let scrape = response.body_mut().read_to_string().unwrap();
+        // Other tests share the process-wide recorder, so only lower bounds
+        // hold for the counts.
+        let value = |series: &str| -> f64 {
+            scrape
+                .lines()
+                .find_map(|line| line.strip_prefix(series))
+                .unwrap_or_else(|| panic!("no {series} in:\n{scrape}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert!(value(r#"demo_http_requests_total{mode="group",status="200"}"#) >= WAITERS as f64);
+        assert!(value(r#"demo_sqlite_queries_total{mode="group"}"#) >= 1.0);
+        assert!(scrape.contains("# TYPE demo_http_request_seconds summary"));
+        harness.stop();
+    });
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use sync_singleflight::{Group, LeaderPanicked, Role, Timeout};
+use sync_singleflight::{ErrorPolicy, Group, Joined, LeaderPanicked, Role, Timeout, WaitError};
 
 /// Panics are part of several models; their messages would flood the
 /// output once per explored interleaving.
@@ -48,8 +48,8 @@ fn assert_quiet<V>(group: &Group<u32, V>) {
     assert_eq!(group.in_flight(), 0, "an entry was left behind");
     let stats = group.stats();
     assert_eq!(
-        stats.followers_joined,
-        stats.followers_served + stats.follower_timeouts + stats.follower_panics,
+        stats.followers_unaccounted(),
+        0,
         "a follower is unaccounted for: {stats:?}"
     );
 }
@@ -234,6 +234,7 @@ fn value_clone_panics_in_a_follower() {
         assert!(clone_panics <= 1);
         assert_eq!(group.in_flight(), 0);
         let stats = group.stats();
+        assert_eq!(stats.follower_own_panics, clone_panics, "{stats:?}");
         assert_eq!(
             stats.followers_joined,
             stats.followers_served + clone_panics,
@@ -267,5 +268,153 @@ fn recursion_is_detected_with_a_follower_around() {
             Ok(value) => assert_eq!(value, 5, "it can only have followed the other thread"),
         }
         assert_quiet(&group);
+    });
+}
+
+// A forgotten flight is not counted by `in_flight`, even while it runs and
+// another thread forgets it too.
+#[test]
+fn in_flight_excludes_a_forgotten_flight_while_it_runs() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let other = {
+            let group = group.clone();
+            thread::spawn(move || group.forget(&1))
+        };
+        let value = group.work(&1, || {
+            group.forget(&1);
+            assert_eq!(group.in_flight(), 0, "a forgotten flight was counted");
+            1
+        });
+        other.join().unwrap();
+        assert_eq!(value, 1);
+        assert_quiet(&group);
+    });
+}
+
+// Age replacement: a flight turns too old at any point (the model's clock
+// thread), and whoever then finds it starts a replacement and moves its
+// followers over. Whatever the interleaving, every caller gets a value from
+// a run, runs are exactly the flights started, the old leader never removes
+// the replacement, and nobody is stranded on a replaced flight.
+#[test]
+fn age_replacement_moves_followers_and_loses_nobody() {
+    model(|| {
+        let group = Arc::new(
+            Group::<u32, usize>::builder()
+                .max_flight_age(Duration::from_secs(1))
+                .build(),
+        );
+        let clock = thread::spawn(sync_singleflight::loom_clock::age_every_flight);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let outcomes = three_callers({
+            let (group, runs) = (group.clone(), runs.clone());
+            move || {
+                group.work_with_role(&1, || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    7
+                })
+            }
+        });
+        clock.join().unwrap();
+        assert!(outcomes.iter().all(|o| o.value == 7));
+        assert_quiet(&group);
+        let stats = group.stats();
+        assert_eq!(
+            stats.leader_runs + stats.followers_promoted,
+            runs.load(Ordering::Relaxed) as u64
+        );
+        let leaders = outcomes.iter().filter(|o| o.role == Role::Leader).count() as u64;
+        assert_eq!(leaders, runs.load(Ordering::Relaxed) as u64);
+    });
+}
+
+// Retry election: the first run fails; exactly one of its followers is
+// elected to rerun it and the others stay on the same flight. Only the
+// failed run's own leader sees the error, runs never overlap, at most one
+// follower is promoted, and nobody hangs. (Broken on purpose, this caught a
+// follower joining between the election and the removal of a flight nobody
+// could take over: it was served the error.)
+#[test]
+fn a_failed_flight_elects_one_new_leader() {
+    model(|| {
+        type Shared = Result<usize, std::sync::Arc<&'static str>>;
+        let group = Arc::new(
+            Group::<u32, Shared>::builder()
+                .error_policy(ErrorPolicy::Retry { retries: 1 })
+                .build(),
+        );
+        let runs = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let results = three_callers({
+            let (group, runs, running) = (group.clone(), runs.clone(), running.clone());
+            move || {
+                group.try_work(&1, || {
+                    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "runs overlapped");
+                    let n = runs.fetch_add(1, Ordering::Relaxed);
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    if n == 0 { Err("down") } else { Ok(n) }
+                })
+            }
+        });
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(
+            failed, 1,
+            "only the failed run's own leader gets its error: {results:?}"
+        );
+        assert_quiet(&group);
+        let stats = group.stats();
+        assert_eq!(
+            stats.leader_runs + stats.followers_promoted,
+            runs.load(Ordering::Relaxed) as u64
+        );
+        assert!(
+            stats.retries <= 1 && stats.followers_promoted <= 1,
+            "{stats:?}"
+        );
+    });
+}
+
+// A leader guard dropped unfilled: exactly one `work` follower is elected
+// to rerun the flight, the other gets that run's value, a waiter is served
+// or told `Abandoned`, and nobody hangs. (Broken on purpose, this caught an
+// election that left the phase at `Elect`, electing a second leader.)
+#[test]
+fn an_abandoned_guard_strands_nobody() {
+    model(|| {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let quitter = {
+            let group = group.clone();
+            thread::spawn(move || match group.join(&1) {
+                Joined::Leader(guard) => drop(guard),
+                Joined::Waiter(waiter) => match waiter.wait() {
+                    Ok(value) => assert!(value == 5 || value == 6),
+                    Err(error) => assert_eq!(error, WaitError::Abandoned),
+                },
+            })
+        };
+        let work = |value: u32| {
+            let (group, runs) = (group.clone(), runs.clone());
+            move || {
+                group.work(&1, || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    value
+                })
+            }
+        };
+        let worker = thread::spawn(work(5));
+        let mine = work(6)();
+        quitter.join().unwrap();
+        let theirs = worker.join().unwrap();
+        assert!(mine == 5 || mine == 6);
+        assert!(theirs == 5 || theirs == 6);
+        assert_quiet(&group);
+        let stats = group.stats();
+        assert_eq!(
+            stats.leader_runs + stats.followers_promoted,
+            runs.load(Ordering::Relaxed) as u64 + stats.leader_abandons
+        );
+        assert!(stats.followers_promoted <= 1, "{stats:?}");
     });
 }

@@ -1,7 +1,8 @@
 //! The pieces of the thundering-herd demo, shared with `tests/http.rs`: an
 //! embedded SQLite database behind a small blocking connection pool, a
 //! threaded `tiny_http` server that looks users up (directly or through a
-//! `Group`), and a `ureq` client that fires bursts at it.
+//! `Group`) and serves its own Prometheus metrics, and a `ureq` client that
+//! fires bursts at it.
 
 #![allow(dead_code)] // the demo and the test each use a part
 
@@ -10,10 +11,11 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rusqlite::{Connection, OptionalExtension};
 use sync_singleflight::{Group, Role};
 
@@ -189,28 +191,69 @@ impl Database {
     }
 }
 
+/// The process-wide Prometheus recorder. The `metrics` facade allows one
+/// recorder per process, and the demo runs several servers (the test runs
+/// them in parallel), so the first caller installs it and every server
+/// renders the same registry; the `mode` label tells the servers apart.
+/// Call this before creating a `Group`, so that a group built with the
+/// crate's `metrics` feature records into it from its first flight.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        // `render` drains the histograms itself; the demo scrapes rarely and
+        // briefly, so it needs no upkeep thread.
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no other metrics recorder is installed in this process");
+        metrics::describe_counter!(
+            "demo_http_requests_total",
+            "HTTP requests answered, by mode and status"
+        );
+        metrics::describe_counter!(
+            "demo_sqlite_queries_total",
+            "user lookups that reached SQLite, by mode"
+        );
+        metrics::describe_histogram!(
+            "demo_http_request_seconds",
+            metrics::Unit::Seconds,
+            "time from a worker taking a request to its reply (queueing before that is \
+             not counted), by mode"
+        );
+        handle
+    })
+}
+
 /// The application: the database, and optionally a group in front of it.
 pub struct App {
     pub db: Database,
     pub group: Option<Arc<Group<u64, Lookup>>>,
     /// For each flight its leader ran: how many callers it served.
     pub flight_sizes: Mutex<Vec<usize>>,
+    /// The `mode` label of this server's series: "direct" or "group".
+    pub mode: &'static str,
 }
 
 impl App {
     pub fn new(db: Database, group: Option<Arc<Group<u64, Lookup>>>) -> App {
+        prometheus();
         App {
             db,
+            mode: if group.is_some() { "group" } else { "direct" },
             group,
             flight_sizes: Mutex::new(Vec::new()),
         }
     }
 
+    fn query(&self, id: u64) -> Lookup {
+        metrics::counter!("demo_sqlite_queries_total", "mode" => self.mode).increment(1);
+        self.db.find_user(id)
+    }
+
     pub fn lookup(&self, id: u64) -> Lookup {
         let Some(group) = &self.group else {
-            return self.db.find_user(id);
+            return self.query(id);
         };
-        let outcome = group.work_with_role(&id, || self.db.find_user(id));
+        let outcome = group.work_with_role(&id, || self.query(id));
         if outcome.role == Role::Leader {
             self.flight_sizes.lock().unwrap().push(outcome.callers);
         }
@@ -292,13 +335,26 @@ impl Server {
 }
 
 fn respond(app: &App, request: tiny_http::Request) -> io::Result<()> {
+    let arrived = Instant::now();
+    if request.url() == "/metrics" {
+        let text = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4")
+            .expect("static header");
+        return request
+            .respond(tiny_http::Response::from_string(prometheus().render()).with_header(text));
+    }
     let id = request
         .url()
         .strip_prefix("/user/")
         .and_then(|id| id.parse::<u64>().ok());
     let (status, body) = match id {
-        None if request.url() == "/ping" => (200, r#"{"pong":true}"#.to_string()),
-        None => (400, r#"{"error":"expected GET /user/<id>"}"#.to_string()),
+        // Warm-up traffic, kept out of the request series.
+        None if request.url() == "/ping" => {
+            return request.respond(tiny_http::Response::from_string(r#"{"pong":true}"#));
+        }
+        None => (
+            400,
+            r#"{"error":"expected GET /user/<id> or GET /metrics"}"#.to_string(),
+        ),
         Some(id) => match app.lookup(id) {
             Ok(user) => (200, user.to_json()),
             Err(error) => {
@@ -312,11 +368,25 @@ fn respond(app: &App, request: tiny_http::Request) -> io::Result<()> {
     };
     let json =
         tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header");
-    request.respond(
+    let sent = request.respond(
         tiny_http::Response::from_string(body)
             .with_status_code(status)
             .with_header(json),
-    )
+    );
+    metrics::counter!("demo_http_requests_total", "mode" => app.mode, "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("demo_http_request_seconds", "mode" => app.mode)
+        .record(arrived.elapsed().as_secs_f64());
+    sent
+}
+
+/// `GET path` on `base_url`, as text: for `/metrics`, once per run.
+pub fn fetch(base_url: &str, path: &str) -> Result<String, ureq::Error> {
+    client()
+        .get(&format!("{base_url}{path}"))
+        .call()?
+        .body_mut()
+        .read_to_string()
 }
 
 /// A `ureq` agent that reports HTTP errors as statuses, keeps its

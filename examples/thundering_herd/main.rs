@@ -10,87 +10,104 @@
 //! Everything stays on 127.0.0.1 and the demo stops by itself.
 
 mod app;
+#[path = "../shared/table.rs"]
+mod table;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::{App, Database, Reply, Server, TempDir, User};
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::{CommandFactory, Parser, error::ErrorKind};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sync_singleflight::Group;
+use table::{count, ms, percentile, print_table};
 
+/// A burst of HTTP requests for a few hot users, over embedded SQLite, first
+/// with the lookup called directly, then through sync-singleflight's
+/// `Group::work`. Everything runs on 127.0.0.1 and stops by itself.
+#[derive(Parser, Debug)]
+#[command(name = "thundering_herd")]
 struct Options {
+    /// Requests per burst
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = at_least_one)]
     requests: usize,
+    /// Concurrent clients, and as many server threads
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one)]
     concurrency: usize,
-    hot_keys: u64,
-    users: u64,
+    /// Distinct ids the burst cycles over: users 1 to N-1, and one id past
+    /// the last user, which does not exist and is answered with a shared 404.
+    /// With 1, the burst asks for user 1 only and sees no 404s
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_least_one)]
+    hot_keys: usize,
+    /// Rows in the users table
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = at_least_one)]
+    users: usize,
+    /// How long each query holds a connection, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 20)]
     query_ms: u64,
+    /// Connection pool size
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one)]
     connections: usize,
 }
 
-const HELP: &str = "\
-thundering_herd: a burst of HTTP requests for a few hot users, over embedded
-SQLite, with and without sync-singleflight in front of the lookup.
-
-USAGE:
-    cargo run --release --example thundering_herd -- [OPTIONS]
-
-OPTIONS:
-    --requests N      requests per burst                    [default: 1000]
-    --concurrency N   concurrent clients (and server threads) [default: 64]
-    --hot-keys N      distinct ids the burst asks for; the last one does
-                      not exist, to show shared 404s         [default: 8]
-    --users N         rows in the users table                [default: 5000]
-    --query-ms N      how long each query holds a connection [default: 20]
-    --connections N   connection pool size                   [default: 4]
-    -h, --help        this text";
-
-fn parse() -> Result<Options, String> {
-    let mut options = Options {
-        requests: 1000,
-        concurrency: 64,
-        hot_keys: 8,
-        users: 5000,
-        query_ms: 20,
-        connections: 4,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{HELP}");
-            std::process::exit(0);
-        }
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let number: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: expected a whole number, got {value:?}"))?;
-        if number == 0 {
-            return Err(format!("{flag} must be at least 1"));
-        }
-        match flag.as_str() {
-            "--requests" => options.requests = number as usize,
-            "--concurrency" => options.concurrency = number as usize,
-            "--hot-keys" => options.hot_keys = number,
-            "--users" => options.users = number,
-            "--query-ms" => options.query_ms = number,
-            "--connections" => options.connections = number as usize,
-            _ => return Err(format!("unknown option {flag}; see --help")),
-        }
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number, got {value:?}")),
     }
-    Ok(options)
 }
 
-/// The ids a burst asks for: hot ids 1..k-1 and, when k > 1, one id past the
-/// last row, so the shared-error path shows up as 404s.
-fn burst_ids(options: &Options) -> Vec<u64> {
-    let hot: Vec<u64> = (1..options.hot_keys)
-        .chain([if options.hot_keys > 1 {
-            options.users + 1
-        } else {
-            1
-        }])
-        .collect();
-    (0..options.requests).map(|i| hot[i % hot.len()]).collect()
+impl Options {
+    /// Rejects combinations the program could not honour as `--help`
+    /// describes them.
+    fn validate(&self) -> Result<(), String> {
+        let existing = self.hot_keys - 1;
+        if existing > self.users {
+            return Err(format!(
+                "--hot-keys {} asks for users 1 to {existing}, but --users {} creates only {}; \
+                 raise --users or lower --hot-keys",
+                self.hot_keys,
+                self.users,
+                count(self.users, "user"),
+            ));
+        }
+        if self.hot_keys > self.requests {
+            return Err(format!(
+                "--hot-keys {} needs at least {} so that every hot id is asked for \
+                 (got --requests {})",
+                self.hot_keys,
+                count(self.hot_keys, "request"),
+                self.requests
+            ));
+        }
+        Ok(())
+    }
+
+    /// The id that does not exist, when the burst asks for one.
+    fn missing_id(&self) -> Option<u64> {
+        (self.hot_keys > 1).then_some(self.users as u64 + 1)
+    }
+
+    /// The ids a burst asks for, round-robin over the hot ids.
+    fn burst_ids(&self) -> Vec<u64> {
+        let hot: Vec<u64> = (1..self.hot_keys.max(2) as u64)
+            .chain(self.missing_id())
+            .collect();
+        (0..self.requests).map(|i| hot[i % hot.len()]).collect()
+    }
+
+    fn describe_hot_ids(&self) -> String {
+        match (self.hot_keys, self.missing_id()) {
+            (_, None) => "1 hot id: user 1".to_string(),
+            (2, Some(missing)) => format!("2 hot ids: user 1 and missing id {missing}"),
+            (n, Some(missing)) => {
+                format!("{n} hot ids: users 1-{} and missing id {missing}", n - 1)
+            }
+        }
+    }
 }
 
 struct Run {
@@ -100,49 +117,116 @@ struct Run {
     elapsed: Duration,
     flight_sizes: Vec<usize>,
     left_in_flight: usize,
+    /// `GET /metrics` as this run's server answered it after the burst.
+    scrape: Option<String>,
 }
 
-fn run(label: &'static str, with_group: bool, options: &Options) -> Result<Run, String> {
+impl Run {
+    /// The one rate the demo reports, in the progress line and the table.
+    fn rate(&self) -> f64 {
+        self.replies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} in {:.2} s, {:.0} req/s",
+            count(self.replies.len(), "request"),
+            self.elapsed.as_secs_f64(),
+            self.rate()
+        )
+    }
+}
+
+/// A progress bar on a terminal, replaced by a summary line when the burst
+/// ends; elsewhere only the summary line, so logs get no blank lines or
+/// carriage returns. The summary is printed by us, not drawn by indicatif:
+/// a drawn bar leaves the cursor at the right margin, which swallows the
+/// next newline.
+struct Progress {
+    bar: Option<ProgressBar>,
+    label: &'static str,
+}
+
+impl Progress {
+    fn new(label: &'static str, len: usize) -> Progress {
+        let bar = std::io::stdout().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stdout());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:<20} [{bar:40}] {pos}/{len} requests")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(label);
+            bar
+        });
+        Progress { bar, label }
+    }
+
+    fn inc(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    /// Ends with the run's own measured rate, the one the table shows, not
+    /// indicatif's moving estimate.
+    fn finish(&self, run: &Run) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        println!("{:<20} {}", self.label, run.summary());
+    }
+}
+
+fn run(
+    label: &'static str,
+    with_group: bool,
+    scrape: bool,
+    options: &Options,
+) -> Result<Run, String> {
     let dir = TempDir::new(if with_group { "grouped" } else { "direct" })
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let db = Database::create(
         dir.path(),
-        options.users,
+        options.users as u64,
         options.connections,
         Duration::from_millis(options.query_ms),
     )
     .map_err(|e| format!("creating the SQLite database: {e}"))?;
-    let group = with_group.then(|| Arc::new(Group::new()));
+    let group = with_group.then(|| Arc::new(Group::builder().name("users").build()));
     let app = Arc::new(App::new(db, group.clone()));
     let server = Server::start(app.clone(), options.concurrency)
         .map_err(|e| format!("starting the server: {e}"))?;
 
-    let ids = burst_ids(options);
-    let bar = ProgressBar::new(ids.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>22} [{bar:40}] {pos}/{len} requests {per_sec}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label);
+    let ids = options.burst_ids();
+    let progress = Progress::new(label, ids.len());
     server.warm_up(options.concurrency);
     let start = Instant::now();
     let replies = app::burst(&server.base_url(), &ids, options.concurrency, &|| {
-        bar.inc(1)
+        progress.inc()
     });
     let elapsed = start.elapsed();
-    bar.finish();
+    let scrape = if scrape {
+        let text =
+            app::fetch(&server.base_url(), "/metrics").map_err(|e| format!("GET /metrics: {e}"))?;
+        Some(text)
+    } else {
+        None
+    };
     server.stop();
 
     let flight_sizes = std::mem::take(&mut *app.flight_sizes.lock().unwrap());
-    Ok(Run {
+    let run = Run {
         label,
         queries: app.db.queries(),
         replies,
         elapsed,
         flight_sizes,
         left_in_flight: group.map_or(0, |g| g.in_flight()),
-    })
+        scrape,
+    };
+    progress.finish(&run);
+    Ok(run)
 }
 
 /// Checks every reply against what the database holds.
@@ -150,43 +234,95 @@ fn wrong_replies(run: &Run, options: &Options) -> usize {
     run.replies
         .iter()
         .filter(|reply| {
-            if reply.id <= options.users {
-                reply.status != 200 || reply.body != User::expected(reply.id).to_json()
-            } else {
+            if Some(reply.id) == options.missing_id() {
                 reply.status != 404 || !reply.body.contains("not found")
+            } else {
+                reply.status != 200 || reply.body != User::expected(reply.id).to_json()
             }
         })
         .count()
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+fn table_row(run: &Run) -> Vec<String> {
+    let mut latencies: Vec<Duration> = run.replies.iter().map(|r| r.latency).collect();
+    latencies.sort();
+    let not_found = run.replies.iter().filter(|r| r.status == 404).count();
+    vec![
+        run.label.to_string(),
+        run.replies.len().to_string(),
+        run.queries.to_string(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().expect("at least one request")),
+        format!("{:.0}", run.rate()),
+        not_found.to_string(),
+    ]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+fn print_flights(run: &Run) {
+    let mut sizes = run.flight_sizes.clone();
+    sizes.sort_unstable();
+    let (Some(min), Some(max)) = (sizes.first(), sizes.last()) else {
+        return;
+    };
+    let total: usize = sizes.iter().sum();
+    println!(
+        "\n{}: {} served {}; callers per flight: min {min}, median {}, mean {:.1}, max {max}",
+        run.label,
+        count(sizes.len(), "flight"),
+        count(total, "caller"),
+        sizes[sizes.len() / 2],
+        total as f64 / sizes.len() as f64,
+    );
+}
+
+/// The scrape's lines a reader of this demo cares about: request counts by
+/// status, queries, p99 latency, and the group's own series when the crate
+/// records them.
+fn print_metrics(scrape: &str) {
+    println!("\nGET /metrics from the last server (Prometheus text), the lines that matter:");
+    // Counters, plus the p99 of each summary: the other quantiles, sums
+    // and counts are there for a scraper, not for this table.
+    let wanted = |line: &str| {
+        let summary_p99 = line.contains("quantile=\"0.99\"");
+        let counter = line.contains("_total{");
+        !line.starts_with('#')
+            && (line.starts_with("demo_") || line.starts_with("singleflight_"))
+            && (counter || summary_p99)
+    };
+    let mut lines: Vec<&str> = scrape.lines().filter(|line| wanted(line)).collect();
+    lines.sort_unstable();
+    for line in lines {
+        println!("  {line}");
+    }
+    if !scrape.contains("\nsingleflight_") {
+        println!(
+            "  (the group's own singleflight_* series appear when the crate is built with --features metrics)"
+        );
+    }
 }
 
 fn main() -> ExitCode {
-    let options = match parse() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("thundering_herd: {message}");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
+    if let Err(message) = options.validate() {
+        Options::command()
+            .error(ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
+    // Before any group exists, so a group that records metrics records here.
+    app::prometheus();
     println!(
-        "{} users in SQLite, {} connections, {} ms per query; burst of {} requests from {} clients over {} hot ids\n",
-        options.users,
-        options.connections,
+        "{} in SQLite, {}, {} ms per query; {} per burst from {} over {}\n",
+        count(options.users, "user"),
+        count(options.connections, "connection"),
         options.query_ms,
-        options.requests,
-        options.concurrency,
-        options.hot_keys
+        count(options.requests, "request"),
+        count(options.concurrency, "client"),
+        options.describe_hot_ids(),
     );
     let runs = [("without singleflight", false), ("with Group::work", true)]
         .into_iter()
-        .map(|(label, with_group)| run(label, with_group, &options))
+        .map(|(label, with_group)| run(label, with_group, with_group, &options))
         .collect::<Result<Vec<_>, _>>();
     let runs = match runs {
         Ok(runs) => runs,
@@ -197,54 +333,37 @@ fn main() -> ExitCode {
     };
 
     println!();
-    println!(
-        "| {:<20} | {:>8} | {:>14} | {:>9} | {:>9} | {:>9} | {:>9} | {:>5} |",
-        "", "requests", "SQLite queries", "p50", "p99", "max", "req/s", "404s"
-    );
-    println!(
-        "|{:-<22}|{:->10}|{:->16}|{:->11}|{:->11}|{:->11}|{:->11}|{:->7}|",
-        "", "", "", "", "", "", "", ""
+    print_table(
+        1,
+        &[
+            "",
+            "requests",
+            "SQLite queries",
+            "p50",
+            "p99",
+            "max",
+            "req/s",
+            "404s",
+        ],
+        &runs.iter().map(table_row).collect::<Vec<_>>(),
     );
     let mut failed = false;
     for run in &runs {
-        let mut latencies: Vec<Duration> = run.replies.iter().map(|r| r.latency).collect();
-        latencies.sort();
-        let not_found = run.replies.iter().filter(|r| r.status == 404).count();
-        println!(
-            "| {:<20} | {:>8} | {:>14} | {:>9} | {:>9} | {:>9} | {:>9.0} | {:>5} |",
-            run.label,
-            run.replies.len(),
-            run.queries,
-            ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.99)),
-            ms(*latencies.last().expect("at least one request")),
-            run.replies.len() as f64 / run.elapsed.as_secs_f64(),
-            not_found,
-        );
         let wrong = wrong_replies(run, &options);
         if wrong > 0 || run.left_in_flight > 0 {
             eprintln!(
-                "{}: {wrong} wrong replies, {} left in flight",
+                "{}: wrong replies: {wrong}, left in flight: {}",
                 run.label, run.left_in_flight
             );
             failed = true;
         }
     }
-    let grouped = &runs[1];
-    let mut sizes = grouped.flight_sizes.clone();
-    sizes.sort_unstable();
-    if let (Some(min), Some(max)) = (sizes.first(), sizes.last()) {
-        let total: usize = sizes.iter().sum();
-        println!(
-            "\nwith Group::work: {} flights served {} callers; callers per flight: min {min}, median {}, mean {:.1}, max {max}",
-            sizes.len(),
-            total,
-            sizes[sizes.len() / 2],
-            total as f64 / sizes.len() as f64,
-        );
+    print_flights(&runs[1]);
+    if let Some(scrape) = runs.iter().find_map(|run| run.scrape.as_deref()) {
+        print_metrics(scrape);
     }
     println!(
-        "every body checked against the database: {}",
+        "\nevery body checked against the database: {}",
         if failed {
             "MISMATCHES (see above)"
         } else {

@@ -15,7 +15,7 @@ use super::pool::{Breaker, Pool, Pooled};
 use super::renew::{self, Renewer};
 use super::scripts::{self, Acquire, CallError, Entry, LeaseState, Scripts, Status};
 use super::{ConfigError, Error, FallbackReason, RedisConfig, RedisStats, RemoteOutcome, Source};
-use crate::Group;
+use crate::{Group, ToKey};
 
 /// How much longer than the lease's remaining time a follower blocks, so
 /// that a publish racing the expiry is still seen by the same read.
@@ -205,7 +205,7 @@ where
     pub fn work<Q, F>(&self, key: &Q, f: F) -> V
     where
         K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K> + KeyBytes,
+        Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
         F: FnOnce() -> V,
     {
         self.work_with_outcome(key, f).value
@@ -223,7 +223,7 @@ where
     pub fn work_with_outcome<Q, F>(&self, key: &Q, f: F) -> RemoteOutcome<V>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K> + KeyBytes,
+        Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
         F: FnOnce() -> V,
     {
         let outcome = self.open.work_with_role(key, || self.flight(key, f, false));
@@ -269,7 +269,7 @@ where
     pub fn try_work<Q, F>(&self, key: &Q, f: F) -> Result<RemoteOutcome<V>, Error>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K> + KeyBytes,
+        Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
         F: FnOnce() -> V,
     {
         let outcome = self

@@ -126,3 +126,95 @@ where
     });
     handle
 }
+
+/// Asserts that a group is quiet and consistent: no flight left behind, and
+/// every follower ended in exactly one counted way (the `Stats` identity).
+pub fn assert_quiet<K, V, S>(group: &Group<K, V, S>) {
+    assert_eq!(group.in_flight(), 0, "a flight was left behind");
+    let stats = group.stats();
+    assert_eq!(
+        stats.followers_unaccounted(),
+        0,
+        "followers not accounted for: {stats:?}"
+    );
+}
+
+/// A key whose `Eq` counts its calls (in a counter shared by all clones).
+///
+/// The group runs a key's `Eq` only when a caller finds a live flight with
+/// the same hash, under the shard lock it joins with: so the count tells a
+/// test exactly how many callers have (re)joined a running flight, which no
+/// counter in `Stats` shows for followers re-entering after a rerun.
+#[derive(Clone, Debug)]
+pub struct EqProbe {
+    pub id: u64,
+    pub eqs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EqProbe {
+    pub fn new(id: u64) -> Self {
+        EqProbe {
+            id,
+            eqs: Arc::default(),
+        }
+    }
+
+    /// How many times `Eq` has run on this key or its clones.
+    pub fn eqs(&self) -> usize {
+        self.eqs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Hash for EqProbe {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl PartialEq for EqProbe {
+    fn eq(&self, other: &Self) -> bool {
+        self.eqs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.id == other.id
+    }
+}
+
+impl Eq for EqProbe {}
+
+/// A turnstile for functions that must block until the test lets them
+/// through, one `open` per `pass`, whichever thread happens to run them.
+#[derive(Debug)]
+pub struct Gate {
+    open: std::sync::Mutex<mpsc::Sender<()>>,
+    pass: std::sync::Mutex<mpsc::Receiver<()>>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        let (open, pass) = mpsc::channel();
+        Gate {
+            open: std::sync::Mutex::new(open),
+            pass: std::sync::Mutex::new(pass),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Gate {
+    /// Blocks until the test opens the gate once for this caller.
+    pub fn pass(&self) {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.pass.lock().unwrap().recv().unwrap();
+    }
+
+    /// How many callers have reached the gate so far (passed or not).
+    pub fn reached(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets one caller through (now or when it arrives).
+    pub fn open(&self) {
+        self.open.lock().unwrap().send(()).unwrap();
+    }
+}

@@ -1,0 +1,181 @@
+//! The scenario this crate exists for: an identity-aware proxy gets a burst
+//! of requests carrying the same identity-provider token, and each one runs
+//! get-or-create-session. Without deduplication the callers all miss the
+//! lookup, all verify, and all write a session: several sessions for one
+//! token, and callers holding different session ids. Through a `Group`
+//! keyed by token, one caller verifies and creates and the rest share its
+//! session, or its error.
+//!
+//! ```sh
+//! cargo run --release --example session_storm
+//! cargo run --release --example session_storm -- --help
+//! ```
+
+mod sessions;
+#[path = "../shared/table.rs"]
+mod table;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, error::ErrorKind};
+use sessions::{Figures, Provider, Proxy, Store};
+use sync_singleflight::Group;
+use table::{count, ms, print_table};
+
+/// Bursts of requests carrying the same identity-provider token hit a
+/// get-or-create-session handler over SQLite, first called directly, then
+/// through sync-singleflight's `Group::work` keyed by token.
+#[derive(Parser, Debug)]
+#[command(name = "session_storm")]
+struct Options {
+    /// Threads per burst, released together
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(2..))]
+    threads: u16,
+    /// How long the provider's verify call blocks, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    verify_ms: u64,
+    /// Distinct tokens in the second burst; the last one has expired
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..))]
+    tokens: u16,
+}
+
+const EXPIRED: &str = "tok-expired";
+
+/// The provider knows `tok-user1` .. `tok-userN` and one expired token.
+fn proxy(options: &Options, grouped: bool) -> rusqlite::Result<Proxy> {
+    let mut provider = Provider::new(Duration::from_millis(options.verify_ms));
+    for n in 1..options.tokens {
+        provider = provider.issue(&format!("tok-user{n}"), &format!("user{n}"), false);
+    }
+    Ok(Proxy {
+        store: Store::open()?,
+        provider: provider.issue(EXPIRED, "former-user", true),
+        group: grouped.then(|| Arc::new(Group::new())),
+    })
+}
+
+/// Each caller's token: round-robin over `tokens`.
+fn callers(options: &Options, tokens: &[String]) -> Vec<String> {
+    (0..options.threads as usize)
+        .map(|i| tokens[i % tokens.len()].clone())
+        .collect()
+}
+
+fn row(burst: &str, path: &str, f: &Figures) -> Vec<String> {
+    let ids: Vec<String> = f.ids_per_token.values().map(usize::to_string).collect();
+    let errors = match (f.errors, f.error_instances) {
+        (n @ (0 | 1), _) => n.to_string(),
+        (n, 1) if n > 1 => format!("{n} (1 shared)"),
+        (n, k) => format!("{n} ({k} separate)"),
+    };
+    vec![
+        burst.to_string(),
+        path.to_string(),
+        f.verifications.to_string(),
+        f.sessions_written.to_string(),
+        ids.join(" / "),
+        errors,
+        ms(f.p50),
+        ms(f.p99),
+    ]
+}
+
+/// What the group promises for one burst: one verification per distinct
+/// token, one session per valid token, one id per token, one shared error.
+fn grouped_as_promised(f: &Figures, tokens: &[String]) -> bool {
+    let valid = tokens.iter().filter(|t| *t != EXPIRED).count();
+    let expired_callers = tokens.iter().any(|t| t == EXPIRED);
+    f.verifications == tokens.len() as u64
+        && f.sessions_written == valid as u64
+        && f.ids_per_token.len() == valid
+        && f.ids_per_token.values().all(|&ids| ids == 1)
+        && f.error_instances == usize::from(expired_callers)
+}
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    if options.tokens > options.threads {
+        Options::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--tokens {} needs at least {} so that every token has a caller (got --threads {})",
+                    options.tokens,
+                    count(options.tokens.into(), "thread"),
+                    options.threads
+                ),
+            )
+            .exit();
+    }
+    let mut distinct: Vec<String> = (1..options.tokens)
+        .map(|n| format!("tok-user{n}"))
+        .collect();
+    distinct.push(EXPIRED.to_string());
+    let bursts = [
+        ("1 token".to_string(), vec!["tok-user1".to_string()]),
+        (
+            format!("{} tokens, 1 expired", options.tokens),
+            distinct.clone(),
+        ),
+    ];
+    println!(
+        "{} per burst, released together; the provider takes {} ms per verification\n",
+        count(options.threads.into(), "thread"),
+        options.verify_ms
+    );
+
+    let mut rows = Vec::new();
+    let mut kept_promise = true;
+    let mut shared_error = None;
+    for (burst, tokens) in &bursts {
+        let callers = callers(&options, tokens);
+        for (path, grouped) in [("handler directly", false), ("Group::work", true)] {
+            let proxy = match proxy(&options, grouped) {
+                Ok(proxy) => proxy,
+                Err(e) => {
+                    eprintln!("session_storm: creating the SQLite store: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let calls = sessions::burst(&proxy, &callers);
+            let figures = Figures::of(&proxy, &calls);
+            if grouped {
+                kept_promise &= grouped_as_promised(&figures, tokens);
+            }
+            if grouped && figures.error_instances == 1 {
+                shared_error = calls
+                    .iter()
+                    .find_map(|c| c.result.as_ref().err().map(|e| e.to_string()));
+            }
+            rows.push(row(burst, path, &figures));
+        }
+    }
+    print_table(
+        2,
+        &[
+            "burst",
+            "path",
+            "verifications",
+            "sessions written",
+            "ids seen per token",
+            "errors",
+            "p50",
+            "p99",
+        ],
+        &rows,
+    );
+    if let Some(error) = shared_error {
+        println!("\nevery caller of {EXPIRED} got the same Arc<AuthError>: \"{error}\"");
+    }
+    println!(
+        "with Group::work, one verification, one session and one id per token in every burst: {}",
+        if kept_promise { "yes" } else { "NO" }
+    );
+    if kept_promise {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,279 @@
+//! The session-storm backend, shared with `tests/session_storm.rs` so the
+//! test drives the code the demo prints figures for: a simulated identity
+//! provider, a SQLite `sessions` table, and the get-or-create handler an
+//! identity-aware proxy runs for every request.
+
+#![allow(dead_code)] // the demo and the test each use a part
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+use sync_singleflight::Group;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user: String,
+}
+
+impl Session {
+    /// From a row of `id, user`.
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+        Ok(Session {
+            id: row.get(0)?,
+            user: row.get(1)?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub enum AuthError {
+    UnknownToken,
+    Expired,
+    Store(rusqlite::Error),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::UnknownToken => write!(f, "unknown token"),
+            AuthError::Expired => write!(f, "token expired"),
+            AuthError::Store(e) => write!(f, "session store: {e}"),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for AuthError {
+    fn from(e: rusqlite::Error) -> AuthError {
+        AuthError::Store(e)
+    }
+}
+
+/// Errors are not `Clone`, so every caller of a failed flight shares one
+/// through an `Arc`: the same instance, not an equal copy.
+pub type SessionResult = Result<Session, Arc<AuthError>>;
+
+/// Called as a verification starts; tests use it to hold verifications
+/// until every caller of a burst has got as far as it should.
+pub type Gate = Box<dyn Fn() + Send + Sync>;
+
+/// A simulated identity provider: `verify` blocks like the remote call it
+/// stands for, and every verification is counted.
+pub struct Provider {
+    /// token -> (user, expired)
+    tokens: HashMap<String, (String, bool)>,
+    delay: Duration,
+    verifications: AtomicU64,
+    gate: Option<Gate>,
+}
+
+impl Provider {
+    pub fn new(delay: Duration) -> Provider {
+        Provider {
+            tokens: HashMap::new(),
+            delay,
+            verifications: AtomicU64::new(0),
+            gate: None,
+        }
+    }
+
+    pub fn issue(mut self, token: &str, user: &str, expired: bool) -> Provider {
+        self.tokens
+            .insert(token.to_string(), (user.to_string(), expired));
+        self
+    }
+
+    pub fn with_gate(mut self, gate: Gate) -> Provider {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The user a token belongs to.
+    pub fn verify(&self, token: &str) -> Result<String, AuthError> {
+        if let Some(gate) = &self.gate {
+            gate();
+        }
+        thread::sleep(self.delay);
+        self.verifications.fetch_add(1, Ordering::SeqCst);
+        match self.tokens.get(token) {
+            Some((_, true)) => Err(AuthError::Expired),
+            Some((user, false)) => Ok(user.clone()),
+            None => Err(AuthError::UnknownToken),
+        }
+    }
+
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::SeqCst)
+    }
+}
+
+/// Sessions in an in-memory SQLite database. The token index is not
+/// unique, as in many real schemas; a unique one would turn the duplicate
+/// sessions below into constraint errors for all but one creator, which is
+/// no more consistent for the callers.
+pub struct Store {
+    db: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open() -> rusqlite::Result<Store> {
+        let db = Connection::open_in_memory()?;
+        db.execute_batch(
+            "CREATE TABLE sessions (
+                 id TEXT PRIMARY KEY,
+                 token TEXT NOT NULL,
+                 user TEXT NOT NULL,
+                 created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+             );
+             CREATE INDEX sessions_by_token ON sessions (token);",
+        )?;
+        Ok(Store { db: Mutex::new(db) })
+    }
+
+    pub fn find(&self, token: &str) -> rusqlite::Result<Option<Session>> {
+        self.db
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT id, user FROM sessions WHERE token = ?1 ORDER BY created_at LIMIT 1",
+                [token],
+                Session::from_row,
+            )
+            .optional()
+    }
+
+    /// Writes a session with a fresh random id.
+    pub fn create(&self, token: &str, user: &str) -> rusqlite::Result<Session> {
+        self.db.lock().unwrap().query_row(
+            "INSERT INTO sessions (id, token, user) VALUES (lower(hex(randomblob(16))), ?1, ?2)
+             RETURNING id, user",
+            [token, user],
+            Session::from_row,
+        )
+    }
+
+    /// Sessions written so far, for every token.
+    pub fn written(&self) -> u64 {
+        self.db
+            .lock()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM sessions", [], |row| row.get(0))
+            .expect("count sessions")
+    }
+}
+
+/// The proxy's session layer: the store, the provider, and optionally a
+/// group keyed by token in front of the handler.
+pub struct Proxy {
+    pub store: Store,
+    pub provider: Provider,
+    pub group: Option<Arc<Group<String, SessionResult>>>,
+}
+
+impl Proxy {
+    /// Get-or-create, in the shape real proxies use. Lookup and create are
+    /// separate statements with a slow call between them, so concurrent
+    /// callers that all miss the lookup all create.
+    pub fn handle(&self, token: &str) -> SessionResult {
+        let get_or_create = || -> Result<Session, AuthError> {
+            if let Some(session) = self.store.find(token)? {
+                return Ok(session);
+            }
+            let user = self.provider.verify(token)?;
+            Ok(self.store.create(token, &user)?)
+        };
+        get_or_create().map_err(Arc::new)
+    }
+
+    /// What a request runs: the handler, through the group when there is
+    /// one. The flight covers lookup, verification and insert, so a caller
+    /// arriving after it lands finds the session in the store.
+    pub fn get_or_create(&self, token: &str) -> SessionResult {
+        match &self.group {
+            Some(group) => group.work(token, || self.handle(token)),
+            None => self.handle(token),
+        }
+    }
+}
+
+/// One caller's view of a burst.
+pub struct Call {
+    pub token: String,
+    pub result: SessionResult,
+    pub latency: Duration,
+}
+
+/// `tokens.len()` threads, one per token listed, released together by a
+/// barrier so they hit the proxy at the same moment.
+pub fn burst(proxy: &Proxy, tokens: &[String]) -> Vec<Call> {
+    let start = Barrier::new(tokens.len());
+    thread::scope(|s| {
+        let handles: Vec<_> = tokens
+            .iter()
+            .map(|token| {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    let began = Instant::now();
+                    let result = proxy.get_or_create(token);
+                    Call {
+                        token: token.clone(),
+                        result,
+                        latency: began.elapsed(),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// What the demo prints for a burst and the test asserts.
+#[derive(Debug)]
+pub struct Figures {
+    pub verifications: u64,
+    pub sessions_written: u64,
+    /// For each token that got sessions: how many distinct ids its callers saw.
+    pub ids_per_token: BTreeMap<String, usize>,
+    pub errors: usize,
+    /// Distinct error instances (by `Arc` identity): 1 when every failed
+    /// caller shares one error.
+    pub error_instances: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+impl Figures {
+    pub fn of(proxy: &Proxy, calls: &[Call]) -> Figures {
+        let mut ids: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        let mut errors: Vec<&Arc<AuthError>> = Vec::new();
+        for call in calls {
+            match &call.result {
+                Ok(session) => {
+                    ids.entry(call.token.clone())
+                        .or_default()
+                        .insert(&session.id);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        let instances: BTreeSet<*const AuthError> = errors.iter().map(|e| Arc::as_ptr(e)).collect();
+        let mut latencies: Vec<Duration> = calls.iter().map(|c| c.latency).collect();
+        latencies.sort_unstable();
+        let percentile = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        Figures {
+            verifications: proxy.provider.verifications(),
+            sessions_written: proxy.store.written(),
+            ids_per_token: ids.into_iter().map(|(t, ids)| (t, ids.len())).collect(),
+            errors: errors.len(),
+            error_instances: instances.len(),
+            p50: percentile(0.5),
+            p99: percentile(0.99),
+        }
+    }
+}
