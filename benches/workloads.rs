@@ -1,5 +1,5 @@
 //! Criterion benchmarks of this crate on the workloads of the peer
-//! comparison (W1–W4 and wake latency). For the side-by-side figures against
+//! comparison (W1–W5 and wake latency). For the side-by-side figures against
 //! Go and the other crates, run `bash benches/peers/run.sh`.
 //!
 //! ```sh
@@ -12,7 +12,9 @@ mod workloads;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use workloads::{Ours, Peer, Until, hot, keys, sleep_1ms, spin_100us, w1, w2, wake_latency};
+use workloads::{
+    Followers, Ours, Peer, Until, hot, keys, sleep_1ms, spin_100us, w1, w2, wake_latency,
+};
 
 fn uncontended(c: &mut Criterion) {
     let mut group = c.benchmark_group("W1 uncontended, 4096 String keys");
@@ -35,10 +37,13 @@ fn hot_key(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     let ours = Ours::new();
     group.bench_function("W3 f spins 100us", |b| {
-        b.iter_custom(|calls| hot(&ours, 64, Until::Calls(calls), spin_100us).elapsed)
+        b.iter_custom(|calls| hot(&ours, 64, 1, Until::Calls(calls), spin_100us).elapsed)
     });
     group.bench_function("W4 f sleeps 1ms", |b| {
-        b.iter_custom(|calls| hot(&ours, 64, Until::Calls(calls), sleep_1ms).elapsed)
+        b.iter_custom(|calls| hot(&ours, 64, 1, Until::Calls(calls), sleep_1ms).elapsed)
+    });
+    group.bench_function("W5 8 hot keys, f spins 100us", |b| {
+        b.iter_custom(|calls| hot(&ours, 64, 8, Until::Calls(calls), spin_100us).elapsed)
     });
     group.finish();
 }
@@ -50,7 +55,11 @@ fn wake(c: &mut Criterion) {
     let ours = Ours::new();
     for followers in [8, 64] {
         group.bench_function(format!("{followers} followers"), |b| {
-            b.iter_custom(|flights| (0..flights).map(|_| wake_latency(&ours, followers)).sum())
+            b.iter_custom(|flights| {
+                (0..flights)
+                    .map(|_| wake_latency(&ours, followers, Followers::Exit))
+                    .sum()
+            })
         });
     }
     group.finish();

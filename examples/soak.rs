@@ -286,6 +286,7 @@ impl Soak {
         expected.followers_served = o(&seen.follower_ok);
         expected.leader_panics = o(&seen.leader_panicked) + o(&seen.leader_clone_panics);
         expected.follower_panics = o(&seen.follower_panics);
+        expected.follower_own_panics = o(&seen.follower_clone_panics);
         expected.follower_timeouts = o(&seen.timeouts);
         expected.forgets = o(&seen.forgets);
         if s != expected {

@@ -222,10 +222,10 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod builder;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-mod builder;
 mod call;
 mod error;
 mod group;

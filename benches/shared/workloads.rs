@@ -15,6 +15,9 @@ pub trait Peer: Send + Sync + 'static {
     /// Whether a function may call `work` on another key (singleflight 0.3
     /// holds its global lock while the function runs, so it deadlocks).
     const NESTS: bool = true;
+    /// Whether it tells keys apart at all (the OS-thread ceiling does not: it
+    /// only answers the hot-key workloads).
+    const KEYED: bool = true;
     fn new() -> Self;
     fn work<F: Fn() -> u64>(&self, key: &str, f: F) -> u64;
 }
@@ -85,6 +88,16 @@ impl Peer for Naive {
     }
 }
 
+/// Joins scoped threads that each return the moment they finished, and
+/// returns the latest.
+pub fn latest(handles: Vec<thread::ScopedJoinHandle<'_, Instant>>) -> Instant {
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .expect("at least one thread")
+}
+
 pub fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}key:{i}")).collect()
 }
@@ -126,12 +139,7 @@ pub fn w2<P: Peer>(peer: &P, calls: u64) -> Duration {
         // Taken before the release, so no thread can finish before it.
         let start = Instant::now();
         go.wait();
-        let end = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap();
-        end - start
+        latest(handles) - start
     })
 }
 
@@ -148,18 +156,24 @@ pub struct HotRun {
     pub executions: u64,
 }
 
-/// W3/W4: `threads` threads loop on one hot key running `f`.
-pub fn hot<P: Peer>(peer: &P, threads: usize, until: Until, f: fn()) -> HotRun {
+/// W3/W4/W5/scaling: `threads` threads loop on `keys` hot keys running `f`,
+/// thread `t` on key `t % keys`.
+pub fn hot<P: Peer>(peer: &P, threads: usize, keys: usize, until: Until, f: fn()) -> HotRun {
+    let names: Vec<String> = match keys {
+        1 => vec!["hot".to_string()],
+        _ => (0..keys).map(|k| format!("hot:{k}")).collect(),
+    };
     let calls = AtomicU64::new(0);
     let executions = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     thread::scope(|s| {
-        for _ in 0..threads {
+        for t in 0..threads {
             let (calls, executions, stop) = (&calls, &executions, &stop);
+            let key = names[t % keys].as_str();
             s.spawn(move || {
                 while !stop.load(Relaxed) {
-                    peer.work("hot", || {
+                    peer.work(key, || {
                         executions.fetch_add(1, Relaxed);
                         f();
                         1
@@ -185,6 +199,70 @@ pub fn hot<P: Peer>(peer: &P, threads: usize, until: Until, f: fn()) -> HotRun {
     }
 }
 
+pub struct MixedRun {
+    pub elapsed: Duration,
+    pub distinct_calls: u64,
+    pub hot_calls: u64,
+    /// Latency of every 8th distinct-key call, in nanoseconds, sorted.
+    pub distinct_ns: Vec<u32>,
+}
+
+/// W6: `threads` threads; every 10th call goes to one hot key whose function
+/// spins 100 µs, the other 9 to the thread's own 1024 keys with a trivial
+/// function. Shows whether a hot key slows the calls that do not touch it.
+pub fn mixed<P: Peer>(peer: &P, threads: usize, duration: Duration) -> MixedRun {
+    let distinct_calls = AtomicU64::new(0);
+    let hot_calls = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let mut distinct_ns: Vec<u32> = thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (distinct_calls, hot_calls, stop) = (&distinct_calls, &hot_calls, &stop);
+                s.spawn(move || {
+                    let keys = keys(&format!("t{t}:"), 1024);
+                    let (mut distinct, mut hot, mut sampled) = (0u64, 0u64, Vec::new());
+                    let mut i = t;
+                    while !stop.load(Relaxed) {
+                        i += 1;
+                        if i % 10 == 0 {
+                            peer.work("hot", || {
+                                spin_100us();
+                                1
+                            });
+                            hot += 1;
+                        } else if i % 8 == 1 {
+                            let begin = Instant::now();
+                            std::hint::black_box(peer.work(&keys[i & 1023], || 1));
+                            sampled.push(begin.elapsed().as_nanos().min(u32::MAX.into()) as u32);
+                            distinct += 1;
+                        } else {
+                            std::hint::black_box(peer.work(&keys[i & 1023], || 1));
+                            distinct += 1;
+                        }
+                    }
+                    distinct_calls.fetch_add(distinct, Relaxed);
+                    hot_calls.fetch_add(hot, Relaxed);
+                    sampled
+                })
+            })
+            .collect();
+        thread::sleep(duration);
+        stop.store(true, Relaxed);
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    distinct_ns.sort_unstable();
+    MixedRun {
+        elapsed: start.elapsed(),
+        distinct_calls: distinct_calls.load(Relaxed),
+        hot_calls: hot_calls.load(Relaxed),
+        distinct_ns,
+    }
+}
+
 pub fn spin_100us() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_micros(100) {
@@ -196,14 +274,25 @@ pub fn sleep_1ms() {
     thread::sleep(Duration::from_millis(1));
 }
 
+/// How a wake-latency flight's followers end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Followers {
+    /// Each thread exits as soon as its `work` returns (today's figure: the
+    /// exits compete for the CPU with the followers still being woken).
+    Exit,
+    /// Every thread stays alive until all have returned: the pure wake.
+    Hold,
+}
+
 /// One flight with `followers` parked followers: the time from the leader's
 /// function returning to the last follower's `work` returning.
-pub fn wake_latency<P: Peer>(peer: &P, followers: usize) -> Duration {
+pub fn wake_latency<P: Peer>(peer: &P, followers: usize, end: Followers) -> Duration {
     let arrived = Barrier::new(followers + 1);
+    let hold = Barrier::new(followers);
     let leader_returned = Mutex::new(None);
     let (leader_in, leader_entered) = std::sync::mpsc::channel();
     let last_end = thread::scope(|s| {
-        let (arrived, leader_returned) = (&arrived, &leader_returned);
+        let (arrived, hold, leader_returned) = (&arrived, &hold, &leader_returned);
         s.spawn(move || {
             peer.work("k", || {
                 leader_in.send(()).unwrap();
@@ -220,15 +309,15 @@ pub fn wake_latency<P: Peer>(peer: &P, followers: usize) -> Duration {
                 s.spawn(move || {
                     arrived.wait();
                     peer.work("k", || 1);
-                    Instant::now()
+                    let returned = Instant::now();
+                    if end == Followers::Hold {
+                        hold.wait();
+                    }
+                    returned
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap()
+        latest(handles)
     });
     let returned = leader_returned.into_inner().unwrap().unwrap();
     last_end.saturating_duration_since(returned)

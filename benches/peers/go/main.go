@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,8 +73,9 @@ func w2(calls int) {
 	fmt.Printf("ns_per_call=%.2f\n", float64(time.Since(start).Nanoseconds())/float64(calls))
 }
 
-// W3/W4: 64 goroutines loop on one key for a while.
-func hot(threads int, seconds float64, fn func()) {
+// W3/W4/W5/scaling: goroutines loop on hot keys for a while, goroutine t on
+// key t % keys.
+func hot(threads, nkeys int, seconds float64, fn func()) {
 	var g singleflight.Group
 	var calls, executions atomic.Int64
 	var stop atomic.Bool
@@ -83,13 +85,18 @@ func hot(threads int, seconds float64, fn func()) {
 		fn()
 		return uint64(1), nil
 	}
+	names := []string{"hot"}
+	if nkeys > 1 {
+		names = keys("hot:", nkeys)
+	}
 	start := time.Now()
 	for t := 0; t < threads; t++ {
 		wg.Add(1)
+		key := names[t%nkeys]
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				g.Do("hot", work)
+				g.Do(key, work)
 				calls.Add(1)
 			}
 		}()
@@ -98,8 +105,64 @@ func hot(threads int, seconds float64, fn func()) {
 	stop.Store(true)
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
-	fmt.Printf("calls_per_sec=%.1f executions=%d calls=%d\n",
-		float64(calls.Load())/elapsed, executions.Load(), calls.Load())
+	fmt.Printf("calls_per_sec=%.1f executions=%d executions_per_sec=%.1f calls=%d\n",
+		float64(calls.Load())/elapsed, executions.Load(),
+		float64(executions.Load())/elapsed, calls.Load())
+}
+
+// W6: goroutines whose every 10th call goes to one hot key (100 us spin) and
+// the others to their own 1024 keys (trivial function); every 8th
+// distinct-key call is timed.
+func mixed(threads int, seconds float64) {
+	var g singleflight.Group
+	var distinctCalls, hotCalls atomic.Int64
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var samples []float64
+	hotWork := func() (interface{}, error) {
+		spin(100 * time.Microsecond)()
+		return uint64(1), nil
+	}
+	start := time.Now()
+	for t := 0; t < threads; t++ {
+		wg.Add(1)
+		ks := keys(fmt.Sprintf("t%d:", t), 1024)
+		go func(t int) {
+			defer wg.Done()
+			var distinct, hot int64
+			var sampled []float64
+			i := t
+			for !stop.Load() {
+				i++
+				if i%10 == 0 {
+					g.Do("hot", hotWork)
+					hot++
+				} else if i%8 == 1 {
+					begin := time.Now()
+					g.Do(ks[i&1023], trivial)
+					sampled = append(sampled, float64(time.Since(begin).Nanoseconds()))
+					distinct++
+				} else {
+					g.Do(ks[i&1023], trivial)
+					distinct++
+				}
+			}
+			distinctCalls.Add(distinct)
+			hotCalls.Add(hot)
+			mu.Lock()
+			samples = append(samples, sampled...)
+			mu.Unlock()
+		}(t)
+	}
+	time.Sleep(time.Duration(seconds * float64(time.Second)))
+	stop.Store(true)
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	sort.Float64s(samples)
+	p := func(q float64) float64 { return samples[int(q*float64(len(samples)-1))] }
+	fmt.Printf("distinct_calls_per_sec=%.1f distinct_p50_ns=%.1f distinct_p99_ns=%.1f hot_calls_per_sec=%.1f\n",
+		float64(distinctCalls.Load())/elapsed, p(0.5), p(0.99), float64(hotCalls.Load())/elapsed)
 }
 
 func spin(d time.Duration) func() {
@@ -111,14 +174,16 @@ func spin(d time.Duration) func() {
 }
 
 // Wake latency: the time from the leader's function returning to the last
-// follower's Do returning, over many flights.
-func latency(followers, rounds int) {
+// follower's Do returning, over many flights. With hold, every follower stays
+// alive until all have returned (the pure wake).
+func latency(followers, rounds int, hold bool) {
 	var g singleflight.Group
 	samples := make([]float64, 0, rounds)
 	for r := 0; r < rounds; r++ {
-		var arrived, done sync.WaitGroup
+		var arrived, done, returned sync.WaitGroup
 		arrived.Add(followers)
 		done.Add(followers)
+		returned.Add(followers)
 		var leaderReturned int64
 		ends := make([]int64, followers)
 		leaderIn := make(chan struct{})
@@ -135,6 +200,10 @@ func latency(followers, rounds int) {
 				arrived.Done()
 				g.Do("k", trivial)
 				ends[f] = time.Now().UnixNano()
+				if hold {
+					returned.Done()
+					returned.Wait()
+				}
 				done.Done()
 			}(f)
 		}
@@ -187,9 +256,19 @@ func memory() {
 	fmt.Printf("allocs_per_call=%.2f bytes_per_inflight_key=%.1f\n", allocs, held)
 }
 
+func sleep1ms() { time.Sleep(time.Millisecond) }
+
+// Flights per wake-latency sample set, as in the Rust harness.
+func flights(scale float64) int {
+	if n := int(100 * scale); n > 1 {
+		return n
+	}
+	return 1
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go-singleflight w1|w2|w3|w4|latency8|latency64|memory [scale]")
+		fmt.Fprintln(os.Stderr, "usage: go-singleflight w1|w2|w3|w4|w5|w6|latency8|latency64|pure8|pure64|memory|scaleN [scale]")
 		os.Exit(2)
 	}
 	scale := 1.0
@@ -202,16 +281,28 @@ func main() {
 	case "w2":
 		w2(int(2000000 * scale))
 	case "w3":
-		hot(64, 1.5*scale, spin(100*time.Microsecond))
+		hot(64, 1, scale, spin(100*time.Microsecond))
 	case "w4":
-		hot(64, 1.5*scale, func() { time.Sleep(time.Millisecond) })
+		hot(64, 1, scale, sleep1ms)
+	case "w5":
+		hot(64, 8, scale, spin(100*time.Microsecond))
+	case "w6":
+		mixed(8, scale)
 	case "latency8":
-		latency(8, int(200*scale))
+		latency(8, flights(scale), false)
 	case "latency64":
-		latency(64, int(200*scale))
+		latency(64, flights(scale), false)
+	case "pure8":
+		latency(8, flights(scale), true)
+	case "pure64":
+		latency(64, flights(scale), true)
 	case "memory":
 		memory()
 	default:
+		if threads, err := strconv.Atoi(strings.TrimPrefix(os.Args[1], "scale")); err == nil && strings.HasPrefix(os.Args[1], "scale") {
+			hot(threads, 1, 0.3*scale, sleep1ms)
+			return
+		}
 		fmt.Fprintln(os.Stderr, "unknown workload", os.Args[1])
 		os.Exit(2)
 	}
