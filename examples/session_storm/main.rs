@@ -71,6 +71,18 @@ struct Options {
 
 const EXPIRED: &str = "tok-expired";
 
+/// The columns of [`row`].
+const HEADER: [&str; 8] = [
+    "burst",
+    "path",
+    "verifications",
+    "sessions written",
+    "ids seen per token",
+    "errors",
+    "p50",
+    "p99",
+];
+
 /// The provider knows `tok-user1` .. `tok-userN` and one expired token.
 fn provider(options: &Options) -> Provider {
     let mut provider = Provider::new(Duration::from_millis(options.verify_ms));
@@ -203,20 +215,7 @@ fn main() -> ExitCode {
             rows.push(row(burst, path, &figures));
         }
     }
-    print_table(
-        2,
-        &[
-            "burst",
-            "path",
-            "verifications",
-            "sessions written",
-            "ids seen per token",
-            "errors",
-            "p50",
-            "p99",
-        ],
-        &rows,
-    );
+    print_table(2, &HEADER, &rows);
     if let Some(error) = shared_error {
         println!("\nevery caller of {EXPIRED} got the same Arc<AuthError>: \"{error}\"");
     }

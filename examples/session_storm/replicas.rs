@@ -20,7 +20,7 @@ use sync_singleflight::redis::{RedisConfig, RedisGroup};
 use crate::fleet::{self, RedisServer, Replica};
 use crate::sessions::{AuthError, Call, Figures, Proxy, Session, SessionResult, Store};
 use crate::table::{count, print_table};
-use crate::{EXPIRED, Options, row};
+use crate::{EXPIRED, HEADER, Options, row};
 
 const PATHS: [(&str, &str); 3] = [
     ("handler directly", "direct"),
@@ -187,20 +187,7 @@ pub fn run(replicas: usize, options: &Options, bursts: &[(String, Vec<String>)])
             rows.push(row(burst, path, &figures));
         }
     }
-    print_table(
-        2,
-        &[
-            "burst",
-            "path",
-            "verifications",
-            "sessions written",
-            "ids seen per token",
-            "errors",
-            "p50",
-            "p99",
-        ],
-        &rows,
-    );
+    print_table(2, &HEADER, &rows);
     println!(
         "\nerrors are shared within a process; across processes each gets its own copy.\n\
          with the Redis group, one verification, one session and one id per token \
