@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     port: u16,
+    /// Kills the server if we die without dropping it (SIGKILL).
+    _watchdog: Option<Watchdog>,
 }
 
 impl RedisServer {
@@ -40,7 +42,12 @@ impl RedisServer {
                     .to_string(),
                 _ => format!("cannot start redis-server: {e}"),
             })?;
-        let mut server = RedisServer { child, port };
+        let _watchdog = Watchdog::spawn(child.id());
+        let mut server = RedisServer {
+            child,
+            port,
+            _watchdog,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.answers_ping() {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -76,6 +83,33 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `sh` blocked reading a pipe from us: the pipe closes when this process
+/// exits in any way, and the shell then kills `pid`. redis-server has no
+/// parent-death option of its own.
+struct Watchdog(Child);
+
+impl Watchdog {
+    fn spawn(pid: u32) -> Option<Watchdog> {
+        Command::new("sh")
+            .args(["-c", &format!("read _; kill {pid} 2>/dev/null")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+            .map(Watchdog)
+    }
+}
+
+impl Drop for Watchdog {
+    // Killed rather than released: the server it watches is already gone,
+    // and its pid may be reused.
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
