@@ -9,8 +9,18 @@
 //! ```sh
 //! cargo run --release --example session_storm
 //! cargo run --release --example session_storm -- --help
+//! cargo run --release --features redis --example session_storm -- --replicas 3
 //! ```
+//!
+//! With `--replicas N` the same bursts are spread over N processes sharing
+//! one SQLite file, with a `Group` per replica and with one `RedisGroup`
+//! across them (see `replicas.rs`).
 
+#[cfg(feature = "redis")]
+#[path = "../shared/fleet.rs"]
+mod fleet;
+#[cfg(feature = "redis")]
+mod replicas;
 mod sessions;
 #[path = "../shared/table.rs"]
 mod table;
@@ -29,6 +39,7 @@ use table::{count, ms, print_table};
 /// through sync-singleflight's `Group::work` keyed by token.
 #[derive(Parser, Debug)]
 #[command(name = "session_storm")]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the replica mode's fields
 struct Options {
     /// Threads per burst, released together
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(2..))]
@@ -39,19 +50,52 @@ struct Options {
     /// Distinct tokens in the second burst; the last one has expired
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..))]
     tokens: u16,
+    /// Spread each burst over N processes sharing one SQLite file, with a
+    /// Group per replica and with one Redis group across them (needs
+    /// `--features redis` and redis-server on PATH)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    replicas: Option<u16>,
+    /// Internal: run as one replica in this mode (direct, group or redis)
+    #[arg(long, hide = true, value_name = "MODE")]
+    replica_of: Option<String>,
+    /// Internal: the replicas' SQLite file
+    #[arg(long, hide = true, value_name = "FILE")]
+    store: Option<std::path::PathBuf>,
+    /// Internal: the replicas' Redis
+    #[arg(long, hide = true, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Internal: this replica's callers' tokens, comma-separated
+    #[arg(long, hide = true, value_name = "TOKENS", value_delimiter = ',')]
+    callers: Vec<String>,
 }
 
 const EXPIRED: &str = "tok-expired";
 
+/// The columns of [`row`].
+const HEADER: [&str; 8] = [
+    "burst",
+    "path",
+    "verifications",
+    "sessions written",
+    "ids seen per token",
+    "errors",
+    "p50",
+    "p99",
+];
+
 /// The provider knows `tok-user1` .. `tok-userN` and one expired token.
-fn proxy(options: &Options, grouped: bool) -> rusqlite::Result<Proxy> {
+fn provider(options: &Options) -> Provider {
     let mut provider = Provider::new(Duration::from_millis(options.verify_ms));
     for n in 1..options.tokens {
         provider = provider.issue(&format!("tok-user{n}"), &format!("user{n}"), false);
     }
+    provider.issue(EXPIRED, "former-user", true)
+}
+
+fn proxy(options: &Options, grouped: bool) -> rusqlite::Result<Proxy> {
     Ok(Proxy {
         store: Store::open()?,
-        provider: provider.issue(EXPIRED, "former-user", true),
+        provider: provider(options),
         group: grouped.then(|| Arc::new(Group::new())),
     })
 }
@@ -94,8 +138,24 @@ fn grouped_as_promised(f: &Figures, tokens: &[String]) -> bool {
         && f.error_instances == usize::from(expired_callers)
 }
 
+/// The two bursts: one token, then a handful with the expired one last.
+fn bursts(options: &Options) -> [(String, Vec<String>); 2] {
+    let mut distinct: Vec<String> = (1..options.tokens)
+        .map(|n| format!("tok-user{n}"))
+        .collect();
+    distinct.push(EXPIRED.to_string());
+    [
+        ("1 token".to_string(), vec!["tok-user1".to_string()]),
+        (format!("{} tokens, 1 expired", options.tokens), distinct),
+    ]
+}
+
 fn main() -> ExitCode {
     let options = Options::parse();
+    #[cfg(feature = "redis")]
+    if let Some(mode) = &options.replica_of {
+        return replicas::serve(mode, &options);
+    }
     if options.tokens > options.threads {
         Options::command()
             .error(
@@ -109,17 +169,20 @@ fn main() -> ExitCode {
             )
             .exit();
     }
-    let mut distinct: Vec<String> = (1..options.tokens)
-        .map(|n| format!("tok-user{n}"))
-        .collect();
-    distinct.push(EXPIRED.to_string());
-    let bursts = [
-        ("1 token".to_string(), vec!["tok-user1".to_string()]),
-        (
-            format!("{} tokens, 1 expired", options.tokens),
-            distinct.clone(),
-        ),
-    ];
+    let bursts = bursts(&options);
+    if let Some(replicas) = options.replicas {
+        #[cfg(feature = "redis")]
+        return replicas::run(replicas.into(), &options, &bursts);
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = bursts;
+            eprintln!(
+                "session_storm: --replicas {replicas} needs the Redis group: add --features redis, as in \
+                 `cargo run --release --features redis --example session_storm -- --replicas {replicas}`"
+            );
+            return ExitCode::from(2);
+        }
+    }
     println!(
         "{} per burst, released together; the provider takes {} ms per verification\n",
         count(options.threads.into(), "thread"),
@@ -152,20 +215,7 @@ fn main() -> ExitCode {
             rows.push(row(burst, path, &figures));
         }
     }
-    print_table(
-        2,
-        &[
-            "burst",
-            "path",
-            "verifications",
-            "sessions written",
-            "ids seen per token",
-            "errors",
-            "p50",
-            "p99",
-        ],
-        &rows,
-    );
+    print_table(2, &HEADER, &rows);
     if let Some(error) = shared_error {
         println!("\nevery caller of {EXPIRED} got the same Arc<AuthError>: \"{error}\"");
     }

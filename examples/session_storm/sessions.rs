@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension};
 use sync_singleflight::Group;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub id: String,
     pub user: String,
@@ -36,6 +37,8 @@ pub enum AuthError {
     UnknownToken,
     Expired,
     Store(rusqlite::Error),
+    /// An error another replica's flight got, as it reported it.
+    Replica(String),
 }
 
 impl fmt::Display for AuthError {
@@ -44,6 +47,7 @@ impl fmt::Display for AuthError {
             AuthError::UnknownToken => write!(f, "unknown token"),
             AuthError::Expired => write!(f, "token expired"),
             AuthError::Store(e) => write!(f, "session store: {e}"),
+            AuthError::Replica(e) => write!(f, "{e}"),
         }
     }
 }
@@ -123,15 +127,24 @@ pub struct Store {
 impl Store {
     pub fn open() -> rusqlite::Result<Store> {
         let db = Connection::open_in_memory()?;
-        db.execute_batch(
-            "CREATE TABLE sessions (
-                 id TEXT PRIMARY KEY,
-                 token TEXT NOT NULL,
-                 user TEXT NOT NULL,
-                 created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
-             );
-             CREATE INDEX sessions_by_token ON sessions (token);",
-        )?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { db: Mutex::new(db) })
+    }
+
+    /// A store in a file that several processes share, as replicas do.
+    pub fn create_file(path: &Path) -> rusqlite::Result<Store> {
+        let db = Connection::open(path)?;
+        db.execute_batch("PRAGMA journal_mode = WAL;")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { db: Mutex::new(db) })
+    }
+
+    /// Another process's handle on a file [`create_file`](Self::create_file)
+    /// made. Writers from several processes take turns on the file's lock,
+    /// so a writer waits for it rather than failing.
+    pub fn open_file(path: &Path) -> rusqlite::Result<Store> {
+        let db = Connection::open(path)?;
+        db.busy_timeout(Duration::from_secs(10))?;
         Ok(Store { db: Mutex::new(db) })
     }
 
@@ -166,6 +179,14 @@ impl Store {
             .expect("count sessions")
     }
 }
+
+const SCHEMA: &str = "CREATE TABLE sessions (
+         id TEXT PRIMARY KEY,
+         token TEXT NOT NULL,
+         user TEXT NOT NULL,
+         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+     );
+     CREATE INDEX sessions_by_token ON sessions (token);";
 
 /// The proxy's session layer: the store, the provider, and optionally a
 /// group keyed by token in front of the handler.
@@ -250,6 +271,11 @@ pub struct Figures {
 
 impl Figures {
     pub fn of(proxy: &Proxy, calls: &[Call]) -> Figures {
+        Figures::from_calls(proxy.provider.verifications(), proxy.store.written(), calls)
+    }
+
+    /// From counts taken elsewhere: a fleet adds up its replicas'.
+    pub fn from_calls(verifications: u64, sessions_written: u64, calls: &[Call]) -> Figures {
         let mut ids: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
         let mut errors: Vec<&Arc<AuthError>> = Vec::new();
         for call in calls {
@@ -267,8 +293,8 @@ impl Figures {
         latencies.sort_unstable();
         let percentile = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
         Figures {
-            verifications: proxy.provider.verifications(),
-            sessions_written: proxy.store.written(),
+            verifications,
+            sessions_written,
             ids_per_token: ids.into_iter().map(|(t, ids)| (t, ids.len())).collect(),
             errors: errors.len(),
             error_instances: instances.len(),

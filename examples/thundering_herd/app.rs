@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rusqlite::{Connection, OptionalExtension};
+#[cfg(feature = "redis")]
+use sync_singleflight::redis::RedisGroup;
 use sync_singleflight::{Group, Role};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub id: u64,
     pub name: String,
@@ -48,6 +50,8 @@ impl User {
 pub enum LookupError {
     NotFound(u64),
     Sqlite(rusqlite::Error),
+    /// A database error another replica's leader hit, as it reported it.
+    Replica(String),
 }
 
 impl fmt::Display for LookupError {
@@ -55,6 +59,7 @@ impl fmt::Display for LookupError {
         match self {
             LookupError::NotFound(id) => write!(f, "user {id} not found"),
             LookupError::Sqlite(e) => write!(f, "database error: {e}"),
+            LookupError::Replica(e) => write!(f, "database error in another replica: {e}"),
         }
     }
 }
@@ -129,6 +134,14 @@ impl Database {
             }
         }
         insert.commit()?;
+        Database::open(dir, connections, delay)
+    }
+
+    /// Opens `connections` connections to the `users.db` that
+    /// [`create`](Self::create) made in `dir`, as a replica over the same
+    /// file does.
+    pub fn open(dir: &Path, connections: usize, delay: Duration) -> rusqlite::Result<Database> {
+        let path = dir.join("users.db");
         let pool = (0..connections.max(1))
             .map(|_| Connection::open(&path))
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -227,6 +240,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub struct App {
     pub db: Database,
     pub group: Option<Arc<Group<u64, Lookup>>>,
+    /// A group shared with the other replicas through Redis, in place of
+    /// `group`.
+    #[cfg(feature = "redis")]
+    pub redis: Option<RedisGroup<u64, Shared>>,
     /// For each flight its leader ran: how many callers it served.
     pub flight_sizes: Mutex<Vec<usize>>,
     /// The `mode` label of this server's series: "direct" or "group".
@@ -240,7 +257,20 @@ impl App {
             db,
             mode: if group.is_some() { "group" } else { "direct" },
             group,
+            #[cfg(feature = "redis")]
+            redis: None,
             flight_sizes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An app whose lookups go through `redis`, deduplicated across every
+    /// replica that uses the same server and namespace.
+    #[cfg(feature = "redis")]
+    pub fn with_redis(db: Database, redis: RedisGroup<u64, Shared>) -> App {
+        App {
+            mode: "redis",
+            redis: Some(redis),
+            ..App::new(db, None)
         }
     }
 
@@ -250,6 +280,10 @@ impl App {
     }
 
     pub fn lookup(&self, id: u64) -> Lookup {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            return redis.work(&id, || Shared::from(self.query(id))).into();
+        }
         let Some(group) = &self.group else {
             return self.query(id);
         };
@@ -342,6 +376,12 @@ fn respond(app: &App, request: tiny_http::Request) -> io::Result<()> {
         return request
             .respond(tiny_http::Response::from_string(prometheus().render()).with_header(text));
     }
+    // How many lookups reached SQLite here, so a parent can add up a fleet.
+    if request.url() == "/queries" {
+        return request.respond(tiny_http::Response::from_string(
+            app.db.queries().to_string(),
+        ));
+    }
     let id = request
         .url()
         .strip_prefix("/user/")
@@ -360,7 +400,7 @@ fn respond(app: &App, request: tiny_http::Request) -> io::Result<()> {
             Err(error) => {
                 let status = match *error {
                     LookupError::NotFound(_) => 404,
-                    LookupError::Sqlite(_) => 500,
+                    LookupError::Sqlite(_) | LookupError::Replica(_) => 500,
                 };
                 (status, format!(r#"{{"error":"{error}"}}"#))
             }
@@ -408,6 +448,27 @@ pub struct Reply {
     pub latency: Duration,
 }
 
+/// `GET /user/<id>` on `base_url`, timed; a failed request is status 0.
+pub fn get_user(agent: &ureq::Agent, base_url: &str, id: u64) -> Reply {
+    let start = Instant::now();
+    let reply = agent.get(&format!("{base_url}/user/{id}")).call();
+    let (status, body) = match reply {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let mut body = String::new();
+            let _ = response.body_mut().as_reader().read_to_string(&mut body);
+            (status, body)
+        }
+        Err(e) => (0, e.to_string()),
+    };
+    Reply {
+        id,
+        status,
+        body,
+        latency: start.elapsed(),
+    }
+}
+
 /// Fires `ids.len()` requests at `base_url` from `concurrency` client
 /// threads (each with its own `ureq` agent), calling `progress` after each.
 pub fn burst(
@@ -429,25 +490,9 @@ pub fn burst(
                     chunk
                         .into_iter()
                         .map(|id| {
-                            let start = Instant::now();
-                            let reply = agent.get(&format!("{base_url}/user/{id}")).call();
-                            let (status, body) = match reply {
-                                Ok(mut response) => {
-                                    let status = response.status().as_u16();
-                                    let mut body = String::new();
-                                    let _ =
-                                        response.body_mut().as_reader().read_to_string(&mut body);
-                                    (status, body)
-                                }
-                                Err(e) => (0, e.to_string()),
-                            };
+                            let reply = get_user(&agent, base_url, id);
                             progress();
-                            Reply {
-                                id,
-                                status,
-                                body,
-                                latency: start.elapsed(),
-                            }
+                            reply
                         })
                         .collect::<Vec<_>>()
                 })
@@ -458,4 +503,39 @@ pub fn burst(
             .flat_map(|h| h.join().unwrap())
             .collect()
     })
+}
+
+/// A lookup's result as it crosses processes: errors are not serializable
+/// (and a `rusqlite::Error` means nothing in another process), so they
+/// travel as what a client needs of them.
+#[cfg(feature = "redis")]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub enum Shared {
+    Found(User),
+    NotFound(u64),
+    Failed(String),
+}
+
+#[cfg(feature = "redis")]
+impl From<Lookup> for Shared {
+    fn from(lookup: Lookup) -> Shared {
+        match lookup {
+            Ok(user) => Shared::Found(user),
+            Err(error) => match *error {
+                LookupError::NotFound(id) => Shared::NotFound(id),
+                _ => Shared::Failed(error.to_string()),
+            },
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<Shared> for Lookup {
+    fn from(shared: Shared) -> Lookup {
+        match shared {
+            Shared::Found(user) => Ok(user),
+            Shared::NotFound(id) => Err(Arc::new(LookupError::NotFound(id))),
+            Shared::Failed(message) => Err(Arc::new(LookupError::Replica(message))),
+        }
+    }
 }

@@ -5,11 +5,21 @@
 //! ```sh
 //! cargo run --release --example thundering_herd
 //! cargo run --release --example thundering_herd -- --help
+//! cargo run --release --features redis --example thundering_herd -- --replicas 3
 //! ```
+//!
+//! With `--replicas N` it runs N server processes over one SQLite file and
+//! compares a `Group` per replica with a `RedisGroup` shared through a
+//! `redis-server` it starts itself (see `replicas.rs`).
 //!
 //! Everything stays on 127.0.0.1 and the demo stops by itself.
 
 mod app;
+#[cfg(feature = "redis")]
+#[path = "../shared/fleet.rs"]
+mod fleet;
+#[cfg(feature = "redis")]
+mod replicas;
 #[path = "../shared/table.rs"]
 mod table;
 
@@ -29,6 +39,7 @@ use table::{count, ms, percentile, print_table};
 /// `Group::work`. Everything runs on 127.0.0.1 and stops by itself.
 #[derive(Parser, Debug)]
 #[command(name = "thundering_herd")]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the replica mode's fields
 struct Options {
     /// Requests per burst
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = at_least_one)]
@@ -50,6 +61,26 @@ struct Options {
     /// Connection pool size
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one)]
     connections: usize,
+    /// Run N server processes over one SQLite file instead, in bursts of
+    /// --concurrency requests released together and spread round-robin
+    /// over the replicas: without singleflight, with a Group per replica,
+    /// and with one Redis group across them (needs `--features redis` and
+    /// redis-server on PATH). --requests does not apply
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    replicas: Option<usize>,
+    /// With --replicas: bursts per row
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one)]
+    bursts: usize,
+    /// Internal: serve as one replica in this mode (direct, group or
+    /// redis), over the database in --db, and print the port
+    #[arg(long, hide = true, value_name = "MODE")]
+    replica_of: Option<String>,
+    /// Internal: the replicas' database directory
+    #[arg(long, hide = true, value_name = "DIR")]
+    db: Option<std::path::PathBuf>,
+    /// Internal: the replicas' Redis
+    #[arg(long, hide = true, value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 fn at_least_one(value: &str) -> Result<usize, String> {
@@ -74,6 +105,18 @@ impl Options {
                 count(self.users, "user"),
             ));
         }
+        let per_burst = if self.replicas.is_some() {
+            self.concurrency
+        } else {
+            self.requests
+        };
+        if self.replicas.is_some() && self.hot_keys > per_burst {
+            return Err(format!(
+                "--hot-keys {} needs --concurrency {} or more with --replicas, \
+                 so that every hot id is asked for in each burst",
+                self.hot_keys, self.hot_keys
+            ));
+        }
         if self.hot_keys > self.requests {
             return Err(format!(
                 "--hot-keys {} needs at least {} so that every hot id is asked for \
@@ -93,10 +136,15 @@ impl Options {
 
     /// The ids a burst asks for, round-robin over the hot ids.
     fn burst_ids(&self) -> Vec<u64> {
+        self.ids(self.requests)
+    }
+
+    /// `requests` ids, round-robin over the hot ids.
+    fn ids(&self, requests: usize) -> Vec<u64> {
         let hot: Vec<u64> = (1..self.hot_keys.max(2) as u64)
             .chain(self.missing_id())
             .collect();
-        (0..self.requests).map(|i| hot[i % hot.len()]).collect()
+        (0..requests).map(|i| hot[i % hot.len()]).collect()
     }
 
     fn describe_hot_ids(&self) -> String {
@@ -233,14 +281,16 @@ fn run(
 fn wrong_replies(run: &Run, options: &Options) -> usize {
     run.replies
         .iter()
-        .filter(|reply| {
-            if Some(reply.id) == options.missing_id() {
-                reply.status != 404 || !reply.body.contains("not found")
-            } else {
-                reply.status != 200 || reply.body != User::expected(reply.id).to_json()
-            }
-        })
+        .filter(|reply| is_wrong(reply, options))
         .count()
+}
+
+fn is_wrong(reply: &Reply, options: &Options) -> bool {
+    if Some(reply.id) == options.missing_id() {
+        reply.status != 404 || !reply.body.contains("not found")
+    } else {
+        reply.status != 200 || reply.body != User::expected(reply.id).to_json()
+    }
 }
 
 fn table_row(run: &Run) -> Vec<String> {
@@ -304,10 +354,26 @@ fn print_metrics(scrape: &str) {
 
 fn main() -> ExitCode {
     let options = Options::parse();
+    #[cfg(feature = "redis")]
+    if let Some(mode) = &options.replica_of {
+        return replicas::serve(mode, &options);
+    }
     if let Err(message) = options.validate() {
         Options::command()
             .error(ErrorKind::ArgumentConflict, message)
             .exit();
+    }
+    if let Some(replicas) = options.replicas {
+        #[cfg(feature = "redis")]
+        return replicas::run(replicas, &options);
+        #[cfg(not(feature = "redis"))]
+        {
+            eprintln!(
+                "thundering_herd: --replicas {replicas} needs the Redis group: add --features redis, as in \
+                 `cargo run --release --features redis --example thundering_herd -- --replicas {replicas}`"
+            );
+            return ExitCode::from(2);
+        }
     }
     // Before any group exists, so a group that records metrics records here.
     app::prometheus();
