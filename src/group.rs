@@ -779,14 +779,7 @@ where
         Q: ?Sized + Hash + Eq + ToKey<K>,
         F: FnOnce() -> Result<T, E>,
     {
-        let outcome = self.run(
-            key,
-            None,
-            Overflow::RunOwn,
-            || f().map_err(StdArc::new),
-            Result::is_err,
-        );
-        outcome
+        self.run_fallible(key, None, Overflow::RunOwn, f)
             .unwrap_or_else(|_| unreachable!("a call without a budget never fails to wait"))
             .value
     }
@@ -823,13 +816,7 @@ where
         Q: ?Sized + Hash + Eq + ToKey<K>,
         F: FnOnce() -> Result<T, E>,
     {
-        let outcome = self.run(
-            key,
-            Some(budget),
-            Overflow::Refuse,
-            || f().map_err(StdArc::new),
-            Result::is_err,
-        )?;
+        let outcome = self.run_fallible(key, Some(budget), Overflow::Refuse, f)?;
         match outcome.value {
             Ok(value) => Ok(Outcome {
                 value,
@@ -838,6 +825,29 @@ where
             }),
             Err(error) => Err(TryError::Failed(error)),
         }
+    }
+
+    /// A fallible function's run: its error is wrapped for sharing, and an
+    /// `Err` is a failed flight for the error policy.
+    fn run_fallible<Q, F>(
+        &self,
+        key: &Q,
+        budget: Option<Duration>,
+        overflow: Overflow,
+        f: F,
+    ) -> Result<Outcome<Result<T, StdArc<E>>>, WaitError>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        self.run(
+            key,
+            budget,
+            overflow,
+            || f().map_err(StdArc::new),
+            Result::is_err,
+        )
     }
 }
 
