@@ -80,16 +80,19 @@ impl<T: Clone> ToKey<T> for T {
 macro_rules! unsized_keys {
     ($borrowed:ty => $owned:ty $(, $other:ty)*) => {
         impl ToKey<$owned> for $borrowed {
+            #[inline]
             fn to_key(&self) -> $owned {
                 self.to_owned()
             }
 
+            #[inline]
             fn clone_into_key(&self, target: &mut $owned) {
                 self.clone_into(target);
             }
         }
         $(
             impl ToKey<$other> for $borrowed {
+                #[inline]
                 fn to_key(&self) -> $other {
                     <$other>::from(self)
                 }

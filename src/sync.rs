@@ -38,10 +38,12 @@ mod imp {
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub(crate) struct ThreadToken(usize);
 
+    #[inline]
     pub(crate) fn current_thread() -> ThreadToken {
         KEY_CODE_DEPTH.with(|depth| ThreadToken(std::ptr::from_ref(depth) as usize))
     }
 
+    #[inline]
     pub(crate) fn key_code_depth<R>(f: impl FnOnce(&Cell<u32>) -> R) -> R {
         KEY_CODE_DEPTH.with(f)
     }
@@ -102,6 +104,9 @@ use imp::{HerdCondvar, HerdMutex, MutexGuard, key_code_depth};
 pub(crate) struct KeyCodeUnderLock(());
 
 impl KeyCodeUnderLock {
+    // Inlined: these run on every call, from generic code instantiated in
+    // the caller's crate, where a plain function call would not be.
+    #[inline]
     pub(crate) fn begin() -> Self {
         key_code_depth(|depth| depth.set(depth.get() + 1));
         KeyCodeUnderLock(())
@@ -109,6 +114,7 @@ impl KeyCodeUnderLock {
 }
 
 impl Drop for KeyCodeUnderLock {
+    #[inline]
     fn drop(&mut self) {
         key_code_depth(|depth| depth.set(depth.get() - 1));
     }
@@ -117,13 +123,20 @@ impl Drop for KeyCodeUnderLock {
 /// Panics if the calling thread is inside a key's trait code that a group
 /// runs under one of its locks. Every public entry point that takes a group
 /// lock calls this first.
+#[inline]
 pub(crate) fn assert_no_key_code_running() {
     if key_code_depth(|depth| depth.get()) != 0 {
-        panic!(
-            "sync_singleflight: a key's Eq, Borrow or Clone called back into a group; \
-             that code runs while the group holds a lock, so the call would deadlock"
-        );
+        key_code_called_back();
     }
+}
+
+#[cold]
+#[inline(never)]
+fn key_code_called_back() -> ! {
+    panic!(
+        "sync_singleflight: a key's Eq, Borrow or Clone called back into a group; \
+         that code runs while the group holds a lock, so the call would deadlock"
+    );
 }
 
 /// A mutex and condvar pair whose `notify_all` wakes every waiter with one
