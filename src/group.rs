@@ -17,7 +17,7 @@ use crate::join::{FlightCtx, Joined, LeaderGuard, Waiter};
 use crate::key::{KeyArg, Owned, ToKey};
 use crate::observe::{self, FollowerSpan, WaitClock};
 use crate::policy::Policy;
-use crate::sharded_map::{Arrival, Entered, ShardedMap};
+use crate::sharded_map::{Entered, ShardedMap};
 use crate::stats::{Event, Stats};
 use crate::sync::assert_no_key_code_running;
 
@@ -563,14 +563,9 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         assert_no_key_code_running();
         let (ctx, hash) = self.locate(&key);
         let mut key = Some(key);
-        let entered = ctx.shard.enter(
-            hash,
-            &mut key,
-            ctx.policy,
-            Arrival::Fresh,
-            false,
-            ctx.recycle_keys,
-        );
+        let entered = ctx
+            .shard
+            .enter(hash, &mut key, ctx.policy, false, ctx.recycle_keys);
         match entered {
             Entered::Leader { id, replacing } => {
                 if replacing {
@@ -630,7 +625,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         (ctx, hash)
     }
 
-    /// Every `work` variant: lead, follow (again, after a rerun), or overflow.
+    /// Every `work` variant: lead, follow (or be elected to rerun), or overflow.
     fn run<A, F>(
         &self,
         key: A,
@@ -647,92 +642,85 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         assert_no_key_code_running();
         let (ctx, hash) = self.locate(&key);
         let mut key = Some(key);
-        let mut arrival = Arrival::Fresh;
-        // Fixed at the first wait, so a rerun does not extend the budget.
-        let mut deadline = None;
-        loop {
-            let entered =
-                ctx.shard
-                    .enter(hash, &mut key, ctx.policy, arrival, true, ctx.recycle_keys);
-            let call = match entered {
-                Entered::Leader { id, replacing } => {
-                    if replacing {
-                        observe::replaced(ctx.policy);
-                    }
-                    return Ok(LeaderGuard::new(ctx, id).run(f, failed));
+        let entered = ctx
+            .shard
+            .enter(hash, &mut key, ctx.policy, true, ctx.recycle_keys);
+        let call = match entered {
+            Entered::Leader { id, replacing } => {
+                if replacing {
+                    observe::replaced(ctx.policy);
                 }
-                Entered::Full => {
-                    observe::overflowed(ctx.policy);
-                    drop(key);
-                    return match overflow {
-                        Overflow::RunOwn => Ok(Outcome {
-                            value: f(),
-                            role: Role::Leader,
-                            callers: 1,
-                        }),
-                        Overflow::Refuse => Err(WaitError::Overloaded),
-                    };
-                }
-                Entered::Follower(call) => call,
-            };
-            let deadline = *deadline.get_or_insert_with(|| {
-                // `None` when the deadline does not fit the clock: wait forever.
-                budget.and_then(|budget| Instant::now().checked_add(budget))
-            });
-            let clock = WaitClock::start();
-            let waited = {
-                let _span = FollowerSpan::enter(ctx.policy);
-                call.wait(deadline, true)
-            };
-            if let Waited::Elected = waited {
-                let id = ctx.shard.claim(&call);
-                drop(call);
-                drop(key);
                 return Ok(LeaderGuard::new(ctx, id).run(f, failed));
             }
+            Entered::Full => {
+                observe::overflowed(ctx.policy);
+                drop(key);
+                return match overflow {
+                    Overflow::RunOwn => Ok(Outcome {
+                        value: f(),
+                        role: Role::Leader,
+                        callers: 1,
+                    }),
+                    Overflow::Refuse => Err(WaitError::Overloaded),
+                };
+            }
+            Entered::Follower(call) => call,
+        };
+        // `None` when the deadline does not fit the clock: wait forever.
+        let deadline = budget.and_then(|budget| Instant::now().checked_add(budget));
+        let clock = WaitClock::start();
+        let waited = {
+            let _span = FollowerSpan::enter(ctx.policy);
+            call.wait(deadline, true)
+        };
+        if let Waited::Elected = waited {
+            let id = ctx.shard.claim(&call);
             drop(call);
-            let counters = &ctx.shard.counters;
-            match waited {
-                Waited::Elected => unreachable!("handled above"),
-                Waited::Abandoned => {
-                    // Only waiters are told this (no candidate was left);
-                    // should one reach here all the same, it starts over.
-                    arrival = Arrival::Rejoin;
-                }
-                Waited::Served { value, callers } => {
-                    // Dropped only now that the follower is settled, so a
-                    // panicking `Drop` cannot strand a registration.
-                    if let Err(payload) = drop_caught((f, key)) {
-                        counters.record(Event::FollowerOwnPanic);
-                        std::mem::forget(value);
-                        panic::resume_unwind(payload);
-                    }
-                    counters.record(Event::FollowerServed);
-                    clock.served(ctx.policy);
-                    return Ok(Outcome {
-                        value,
-                        role: Role::Follower,
-                        callers,
-                    });
-                }
-                Waited::TimedOut => {
-                    counters.record(Event::FollowerTimeout);
-                    clock.timed_out(ctx.policy);
-                    drop((f, key));
-                    return Err(WaitError::Timeout);
-                }
-                Waited::LeaderPanicked(why) => {
-                    counters.record(Event::FollowerPanic);
-                    clock.leader_panicked(ctx.policy);
-                    drop((f, key));
-                    panic::resume_unwind(Box::new(why));
-                }
-                Waited::ClonePanicked(payload) => {
+            drop(key);
+            return Ok(LeaderGuard::new(ctx, id).run(f, failed));
+        }
+        drop(call);
+        let counters = &ctx.shard.counters;
+        match waited {
+            // A follower with a function of its own is a candidate: while one
+            // waits, a leader that gives up elects instead of abandoning
+            // (both decided under the shard and call locks).
+            Waited::Elected | Waited::Abandoned => {
+                unreachable!("a candidate is elected, never abandoned")
+            }
+            Waited::Served { value, callers } => {
+                // Dropped only now that the follower is settled, so a
+                // panicking `Drop` cannot strand a registration.
+                if let Err(payload) = drop_caught((f, key)) {
                     counters.record(Event::FollowerOwnPanic);
-                    // The clone's payload is the one to report.
-                    forget_panic(drop_caught((f, key)));
+                    std::mem::forget(value);
                     panic::resume_unwind(payload);
                 }
+                counters.record(Event::FollowerServed);
+                clock.served(ctx.policy);
+                Ok(Outcome {
+                    value,
+                    role: Role::Follower,
+                    callers,
+                })
+            }
+            Waited::TimedOut => {
+                counters.record(Event::FollowerTimeout);
+                clock.timed_out(ctx.policy);
+                drop((f, key));
+                Err(WaitError::Timeout)
+            }
+            Waited::LeaderPanicked(why) => {
+                counters.record(Event::FollowerPanic);
+                clock.leader_panicked(ctx.policy);
+                drop((f, key));
+                panic::resume_unwind(Box::new(why));
+            }
+            Waited::ClonePanicked(payload) => {
+                counters.record(Event::FollowerOwnPanic);
+                // The clone's payload is the one to report.
+                forget_panic(drop_caught((f, key)));
+                panic::resume_unwind(payload);
             }
         }
     }

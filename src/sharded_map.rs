@@ -80,14 +80,6 @@ struct Flight<K, V> {
     attempt: u32,
 }
 
-/// Whether a caller arrives for the first time or re-enters after its
-/// flight ended without a value for it (counted once, at its first entry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Arrival {
-    Fresh,
-    Rejoin,
-}
-
 /// Why a leader gives its flight up without a value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum GiveUp {
@@ -257,7 +249,6 @@ impl<K, V> Shard<K, V> {
         hash: u64,
         key: &mut Option<A>,
         policy: &Policy,
-        arrival: Arrival,
         candidate: bool,
         recycle_keys: bool,
     ) -> Entered<V> {
@@ -285,7 +276,7 @@ impl<K, V> Shard<K, V> {
             if too_old {
                 replaced = Some(index);
             } else {
-                if let (Some(cap), Arrival::Fresh) = (policy.max_followers, arrival) {
+                if let Some(cap) = policy.max_followers {
                     let departed = flight.call.as_ref().map_or(0, |call| call.departed());
                     if flight.followers - departed >= cap {
                         flights.overflows += 1;
@@ -297,9 +288,7 @@ impl<K, V> Shard<K, V> {
                 if candidate {
                     call.add_candidate();
                 }
-                if arrival == Arrival::Fresh {
-                    flights.followers_joined += 1;
-                }
+                flights.followers_joined += 1;
                 return Entered::Follower(call);
             }
         }
@@ -326,10 +315,7 @@ impl<K, V> Shard<K, V> {
         };
         let id = FlightId(flights.next_id);
         flights.next_id += 1;
-        match arrival {
-            Arrival::Fresh => flights.leader_runs += 1,
-            Arrival::Rejoin => flights.followers_promoted += 1,
-        }
+        flights.leader_runs += 1;
         flights.list.push(Flight {
             hash,
             id,
