@@ -9,7 +9,7 @@ use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
 use crate::builder::GroupBuilder;
-use crate::call::Waited;
+use crate::call::{Call, Waited};
 #[cfg(doc)]
 use crate::error::LeaderPanicked;
 use crate::error::{Timeout, TryError, WaitError};
@@ -19,7 +19,7 @@ use crate::observe::{self, FollowerSpan, WaitClock};
 use crate::policy::Policy;
 use crate::sharded_map::{Entered, ShardedMap};
 use crate::stats::{Event, Stats};
-use crate::sync::assert_no_key_code_running;
+use crate::sync::{Arc, assert_no_key_code_running};
 
 /// Deduplicates concurrent blocking calls that share a key.
 ///
@@ -351,6 +351,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// let failed = group.work("user:43", || Err(Arc::new(std::io::Error::other("db down"))));
     /// assert_eq!(failed.unwrap_err().to_string(), "db down");
     /// ```
+    #[inline]
     pub fn work<Q, F>(&self, key: &Q, f: F) -> V
     where
         K: Borrow<Q>,
@@ -459,6 +460,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// assert_eq!(outcome.callers, 1);
     /// assert!(!outcome.is_shared());
     /// ```
+    #[inline]
     pub fn work_with_role<Q, F>(&self, key: &Q, f: F) -> Outcome<V>
     where
         K: Borrow<Q>,
@@ -563,9 +565,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         assert_no_key_code_running();
         let (ctx, hash) = self.locate(&key);
         let mut key = Some(key);
-        let entered = ctx
-            .shard
-            .enter(hash, &mut key, ctx.policy, false, ctx.recycle_keys);
+        let entered = ctx.shard.enter(hash, &mut key, ctx.policy, false);
         match entered {
             Entered::Leader { id, replacing } => {
                 if replacing {
@@ -614,18 +614,19 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     }
 
     /// The shard for `key` and everything a flight there needs to know.
+    #[inline]
     fn locate<A: KeyArg<K>>(&self, key: &A) -> (FlightCtx<'_, K, V>, u64) {
         // One hash picks the shard and is compared before the key's `Eq`.
         let hash = self.hasher.hash_one(key.lookup());
         let ctx = FlightCtx {
             shard: self.map.shard(hash),
             policy: &self.policy,
-            recycle_keys: self.map.recycles_keys(),
         };
         (ctx, hash)
     }
 
     /// Every `work` variant: lead, follow (or be elected to rerun), or overflow.
+    #[inline]
     fn run<A, F>(
         &self,
         key: A,
@@ -642,9 +643,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         assert_no_key_code_running();
         let (ctx, hash) = self.locate(&key);
         let mut key = Some(key);
-        let entered = ctx
-            .shard
-            .enter(hash, &mut key, ctx.policy, true, ctx.recycle_keys);
+        let entered = ctx.shard.enter(hash, &mut key, ctx.policy, true);
         let call = match entered {
             Entered::Leader { id, replacing } => {
                 if replacing {
@@ -666,62 +665,82 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
             }
             Entered::Follower(call) => call,
         };
-        // `None` when the deadline does not fit the clock: wait forever.
-        let deadline = budget.and_then(|budget| Instant::now().checked_add(budget));
-        let clock = WaitClock::start();
-        let waited = {
-            let _span = FollowerSpan::enter(ctx.policy);
-            call.wait(deadline, true)
-        };
-        if let Waited::Elected = waited {
-            let id = ctx.shard.claim(&call);
-            drop(call);
-            drop(key);
-            return Ok(LeaderGuard::new(ctx, id).run(f, failed));
-        }
+        follow(ctx, key, call, budget, f, failed)
+    }
+}
+
+/// The follower's side of [`Group::run`]: wait for the flight, or be
+/// elected to rerun it. Kept out of line so the uncontended leader path
+/// stays small enough for the compiler to keep in registers.
+#[inline(never)]
+fn follow<K, V, A, F>(
+    ctx: FlightCtx<'_, K, V>,
+    key: Option<A>,
+    call: Arc<Call<V>>,
+    budget: Option<Duration>,
+    f: F,
+    failed: fn(&V) -> bool,
+) -> Result<Outcome<V>, WaitError>
+where
+    A: KeyArg<K>,
+    F: FnOnce() -> V,
+    V: Clone,
+{
+    // `None` when the deadline does not fit the clock: wait forever.
+    let deadline = budget.and_then(|budget| Instant::now().checked_add(budget));
+    let clock = WaitClock::start();
+    let waited = {
+        let _span = FollowerSpan::enter(ctx.policy);
+        call.wait(deadline, true)
+    };
+    if let Waited::Elected = waited {
+        let id = ctx.shard.claim(&call);
         drop(call);
-        let counters = &ctx.shard.counters;
-        match waited {
-            // A follower with a function of its own is a candidate: while one
-            // waits, a leader that gives up elects instead of abandoning
-            // (both decided under the shard and call locks).
-            Waited::Elected | Waited::Abandoned => {
-                unreachable!("a candidate is elected, never abandoned")
-            }
-            Waited::Served { value, callers } => {
-                // Dropped only now that the follower is settled, so a
-                // panicking `Drop` cannot strand a registration.
-                if let Err(payload) = drop_caught((f, key)) {
-                    counters.record(Event::FollowerOwnPanic);
-                    std::mem::forget(value);
-                    panic::resume_unwind(payload);
-                }
-                counters.record(Event::FollowerServed);
-                clock.served(ctx.policy);
-                Ok(Outcome {
-                    value,
-                    role: Role::Follower,
-                    callers,
-                })
-            }
-            Waited::TimedOut => {
-                counters.record(Event::FollowerTimeout);
-                clock.timed_out(ctx.policy);
-                drop((f, key));
-                Err(WaitError::Timeout)
-            }
-            Waited::LeaderPanicked(why) => {
-                counters.record(Event::FollowerPanic);
-                clock.leader_panicked(ctx.policy);
-                drop((f, key));
-                panic::resume_unwind(Box::new(why));
-            }
-            Waited::ClonePanicked(payload) => {
+        drop(key);
+        return Ok(LeaderGuard::new(ctx, id).run(f, failed));
+    }
+    drop(call);
+    let counters = &ctx.shard.counters;
+    match waited {
+        // A follower with a function of its own is a candidate: while one
+        // waits, a leader that gives up elects instead of abandoning
+        // (both decided under the shard and call locks).
+        Waited::Elected | Waited::Abandoned => {
+            unreachable!("a candidate is elected, never abandoned")
+        }
+        Waited::Served { value, callers } => {
+            // Dropped only now that the follower is settled, so a
+            // panicking `Drop` cannot strand a registration.
+            if let Err(payload) = drop_caught((f, key)) {
                 counters.record(Event::FollowerOwnPanic);
-                // The clone's payload is the one to report.
-                forget_panic(drop_caught((f, key)));
+                std::mem::forget(value);
                 panic::resume_unwind(payload);
             }
+            counters.record(Event::FollowerServed);
+            clock.served(ctx.policy);
+            Ok(Outcome {
+                value,
+                role: Role::Follower,
+                callers,
+            })
+        }
+        Waited::TimedOut => {
+            counters.record(Event::FollowerTimeout);
+            clock.timed_out(ctx.policy);
+            drop((f, key));
+            Err(WaitError::Timeout)
+        }
+        Waited::LeaderPanicked(why) => {
+            counters.record(Event::FollowerPanic);
+            clock.leader_panicked(ctx.policy);
+            drop((f, key));
+            panic::resume_unwind(Box::new(why));
+        }
+        Waited::ClonePanicked(payload) => {
+            counters.record(Event::FollowerOwnPanic);
+            // The clone's payload is the one to report.
+            forget_panic(drop_caught((f, key)));
+            panic::resume_unwind(payload);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,7 +22,6 @@ use crate::sync::Arc;
 pub(crate) struct FlightCtx<'g, K, V> {
     pub(crate) shard: &'g Shard<K, V>,
     pub(crate) policy: &'g Policy,
-    pub(crate) recycle_keys: bool,
 }
 
 impl<K, V> Clone for FlightCtx<'_, K, V> {
@@ -110,25 +110,35 @@ impl<'g, K, V> LeaderGuard<'g, K, V> {
     /// # Examples
     ///
     /// See [`Joined`].
-    pub fn fill(mut self, value: V) -> Outcome<V>
+    pub fn fill(self, value: V) -> Outcome<V>
     where
         V: Clone,
     {
-        let watch = self.watch.take().expect("a guard lands once");
-        land(self.ctx, self.id, Ok(value), |_| false, watch)
+        let (ctx, id, watch) = self.disarm();
+        land(ctx, id, Ok(value), |_| false, watch)
     }
 
     /// Runs `f` and lands the flight with its value or its panic: `work`'s
     /// leader path.
-    pub(crate) fn run<F: FnOnce() -> V>(mut self, f: F, failed: fn(&V) -> bool) -> Outcome<V>
+    #[inline(always)]
+    pub(crate) fn run<F: FnOnce() -> V>(self, f: F, failed: fn(&V) -> bool) -> Outcome<V>
     where
         V: Clone,
     {
-        let watch = self.watch.take().expect("a guard lands once");
+        let (ctx, id, watch) = self.disarm();
         // Caught so the followers learn of the panic (and its message) before
         // the leader resumes it; nothing of `f`'s state is looked at afterwards.
         let result = panic::catch_unwind(AssertUnwindSafe(f));
-        land(self.ctx, self.id, result, failed, watch)
+        land(ctx, id, result, failed, watch)
+    }
+
+    /// Takes the guard apart for a caller that lands the flight itself, so
+    /// its `Drop` (the abandon path) is not even called.
+    #[inline]
+    fn disarm(self) -> (FlightCtx<'g, K, V>, FlightId, LeaderWatch) {
+        let mut guard = ManuallyDrop::new(self);
+        let watch = guard.watch.take().expect("a guard lands once");
+        (guard.ctx, guard.id, watch)
     }
 }
 
@@ -154,7 +164,7 @@ impl<K, V> Drop for LeaderGuard<'_, K, V> {
         } else {
             GiveUp::Abandoned
         };
-        let Removed { call, key, .. } = match ctx.shard.hand_over(self.id, why, ctx.recycle_keys) {
+        let Removed { call, key, .. } = match ctx.shard.hand_over(self.id, why) {
             HandOver::Elected => {
                 if unwinding {
                     counters.record(Event::Retry);
@@ -190,6 +200,7 @@ impl<K, V> fmt::Debug for LeaderGuard<'_, K, V> {
 /// elected follower if one can take it; otherwise the flight is taken out
 /// of its shard and its followers are served or failed. Returns the
 /// leader's own outcome (or resumes its panic).
+#[inline(always)]
 fn land<K, V: Clone>(
     ctx: FlightCtx<'_, K, V>,
     id: FlightId,
@@ -206,7 +217,7 @@ fn land<K, V: Clone>(
         let why = GiveUp::Failed {
             retries: ctx.policy.retries,
         };
-        match ctx.shard.hand_over(id, why, ctx.recycle_keys) {
+        match ctx.shard.hand_over(id, why) {
             HandOver::Elected => {
                 counters.record(Event::Retry);
                 observe::retried(ctx.policy);
@@ -230,7 +241,7 @@ fn land<K, V: Clone>(
             HandOver::Removed(removed) => removed,
         }
     } else {
-        ctx.shard.remove(id, ctx.recycle_keys)
+        ctx.shard.remove(id)
     };
     let Removed {
         call,

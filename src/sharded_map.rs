@@ -34,9 +34,6 @@ pub(crate) struct FlightId(u64);
 
 pub(crate) struct ShardedMap<K, V> {
     shards: Box<[CachePadded<Shard<K, V>>]>,
-    /// Whether leaders leave their key behind for the next one to overwrite
-    /// (see [`is_recyclable`]).
-    recycle_keys: bool,
 }
 
 pub(crate) struct Shard<K, V> {
@@ -59,6 +56,10 @@ struct Flights<K, V> {
     /// makes the uncontended path allocation-free. Only for key types whose
     /// `Drop` runs no user code.
     spare_key: Option<K>,
+    /// Whether leaders leave their key behind as the spare (see
+    /// [`is_recyclable`]). Kept here rather than passed along, so the
+    /// uncontended path carries one fewer value.
+    recycle_keys: bool,
 }
 
 struct Flight<K, V> {
@@ -142,6 +143,7 @@ pub(crate) fn default_shard_count() -> usize {
 impl<K, V> ShardedMap<K, V> {
     pub(crate) fn new(count: usize) -> Self {
         assert!(count >= 1, "validated by the builder");
+        let recycle_keys = is_recyclable::<K>();
         let shards = (0..count)
             .map(|_| {
                 CachePadded::new(Shard {
@@ -155,15 +157,13 @@ impl<K, V> ShardedMap<K, V> {
                         replacements: 0,
                         overflows: 0,
                         spare_key: None,
+                        recycle_keys,
                     }),
                     counters: UnlockedCounters::default(),
                 })
             })
             .collect();
-        ShardedMap {
-            shards,
-            recycle_keys: is_recyclable::<K>(),
-        }
+        ShardedMap { shards }
     }
 
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K, V> {
@@ -175,10 +175,6 @@ impl<K, V> ShardedMap<K, V> {
 
     pub(crate) fn shard_count(&self) -> usize {
         self.shards.len()
-    }
-
-    pub(crate) fn recycles_keys(&self) -> bool {
-        self.recycle_keys
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -197,14 +193,15 @@ impl<K, V> ShardedMap<K, V> {
 impl<K, V> Flights<K, V> {
     /// Takes a flight out for good; its key goes to the spare slot (when
     /// recyclable) or back to the caller, to be dropped outside the lock.
-    fn remove(&mut self, id: FlightId, recycle_keys: bool) -> Removed<K, V> {
+    #[inline]
+    fn remove(&mut self, id: FlightId) -> Removed<K, V> {
         let position = self
             .list
             .iter()
             .position(|flight| flight.id == id)
             .expect("a flight is removed only by its leader, exactly once");
         let flight = self.list.swap_remove(position);
-        let key = if recycle_keys {
+        let key = if self.recycle_keys {
             self.spare_key.replace(flight.key)
         } else {
             Some(flight.key)
@@ -244,13 +241,13 @@ impl<K, V> Shard<K, V> {
     /// If the live flight for `key` is led by the calling thread (waiting on
     /// it would deadlock), or if the key's `Eq`, `Borrow` or `Clone`
     /// panics, or calls back into a group. Nothing is changed in any case.
+    #[inline]
     pub(crate) fn enter<A: KeyArg<K>>(
         &self,
         hash: u64,
         key: &mut Option<A>,
         policy: &Policy,
         candidate: bool,
-        recycle_keys: bool,
     ) -> Entered<V> {
         let me = current_thread();
         let mut flights = self.flights.lock();
@@ -292,7 +289,7 @@ impl<K, V> Shard<K, V> {
                 return Entered::Follower(call);
             }
         }
-        let spare = if recycle_keys {
+        let spare = if flights.recycle_keys {
             flights.spare_key.take()
         } else {
             None
@@ -339,12 +336,7 @@ impl<K, V> Shard<K, V> {
     /// leaderless, and that follower is elected to rerun it
     /// ([`Call::elect`]); everyone else keeps waiting on the same call, so a
     /// rerun is one flight, never a herd. Otherwise the flight is removed.
-    pub(crate) fn hand_over(
-        &self,
-        id: FlightId,
-        why: GiveUp,
-        recycle_keys: bool,
-    ) -> HandOver<K, V> {
+    pub(crate) fn hand_over(&self, id: FlightId, why: GiveUp) -> HandOver<K, V> {
         let mut flights = self.flights.lock();
         let flight = flights.by_id(id);
         let allowed = match why {
@@ -363,7 +355,7 @@ impl<K, V> Shard<K, V> {
         }
         // Under the same lock: a follower joining now would be counted
         // neither as a candidate nor as one to serve.
-        HandOver::Removed(flights.remove(id, recycle_keys))
+        HandOver::Removed(flights.remove(id))
     }
 
     /// The follower elected on `call` takes the lead of its flight. Returns
@@ -390,8 +382,9 @@ impl<K, V> Shard<K, V> {
     }
 
     /// Takes the leader's own flight out, whether or not it was forgotten.
-    pub(crate) fn remove(&self, id: FlightId, recycle_keys: bool) -> Removed<K, V> {
-        self.flights.lock().remove(id, recycle_keys)
+    #[inline]
+    pub(crate) fn remove(&self, id: FlightId) -> Removed<K, V> {
+        self.flights.lock().remove(id)
     }
 
     /// Detaches the live flight for `key` from new callers.
