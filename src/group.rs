@@ -614,7 +614,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     }
 
     /// The shard for `key` and everything a flight there needs to know.
-    #[inline]
+    #[inline(always)]
     fn locate<A: KeyArg<K>>(&self, key: &A) -> (FlightCtx<'_, K, V>, u64) {
         // One hash picks the shard and is compared before the key's `Eq`.
         let hash = self.hasher.hash_one(key.lookup());

@@ -66,10 +66,12 @@ pub trait ToKey<K> {
 }
 
 impl<T: Clone> ToKey<T> for T {
+    #[inline]
     fn to_key(&self) -> T {
         self.clone()
     }
 
+    #[inline]
     fn clone_into_key(&self, target: &mut T) {
         target.clone_from(self);
     }
@@ -167,14 +169,17 @@ where
 {
     type Lookup = Q;
 
+    #[inline]
     fn lookup(&self) -> &Q {
         self
     }
 
+    #[inline]
     fn matches(&self, key: &K) -> bool {
         key.borrow() == *self
     }
 
+    #[inline]
     fn into_key(self, spare: Option<K>) -> K {
         match spare {
             Some(mut spare) => {
@@ -192,14 +197,17 @@ pub(crate) struct Owned<K>(pub(crate) K);
 impl<K: Hash + Eq> KeyArg<K> for Owned<K> {
     type Lookup = K;
 
+    #[inline]
     fn lookup(&self) -> &K {
         &self.0
     }
 
+    #[inline]
     fn matches(&self, key: &K) -> bool {
         *key == self.0
     }
 
+    #[inline]
     fn into_key(self, _spare: Option<K>) -> K {
         self.0
     }

@@ -112,6 +112,16 @@ pub(crate) enum Entered<V> {
     Full,
 }
 
+/// What a caller finds in the live flight for its key.
+enum Arrival<V> {
+    /// It followed the flight, or the cap turned it away.
+    Entered(Entered<V>),
+    /// The flight outlived `max_flight_age`: the caller replaces it.
+    TooOld,
+    /// The caller leads it: waiting would deadlock.
+    OwnFlight,
+}
+
 /// What a leader takes back out of its shard when its function returns.
 pub(crate) struct Removed<K, V> {
     pub(crate) call: Option<Arc<Call<V>>>,
@@ -193,7 +203,7 @@ impl<K, V> ShardedMap<K, V> {
 impl<K, V> Flights<K, V> {
     /// Takes a flight out for good; its key goes to the spare slot (when
     /// recyclable) or back to the caller, to be dropped outside the lock.
-    #[inline]
+    #[inline(always)]
     fn remove(&mut self, id: FlightId) -> Removed<K, V> {
         let position = self
             .list
@@ -221,6 +231,48 @@ impl<K, V> Flights<K, V> {
             .expect("a flight stays in its shard until its leader removes it")
     }
 
+    /// A caller found the live flight at `index`: it joins as a follower
+    /// (or is turned away by the follower cap), unless the flight is too
+    /// old to join or is led by the caller itself. Out of line: the
+    /// uncontended call never gets here, and keeping it small keeps that
+    /// call in registers.
+    #[inline(never)]
+    fn arrive(
+        &mut self,
+        index: usize,
+        me: ThreadToken,
+        policy: &Policy,
+        candidate: bool,
+    ) -> Arrival<V> {
+        let flight = &mut self.list[index];
+        if flight.leader == Some(me) {
+            return Arrival::OwnFlight;
+        }
+        // A flight waiting for its elected follower is never too old: its
+        // rerun has not started.
+        let too_old = match (policy.max_flight_age, flight.started, flight.leader) {
+            (Some(limit), Some(started), Some(_)) => has_aged(started, limit),
+            _ => false,
+        };
+        if too_old {
+            return Arrival::TooOld;
+        }
+        if let Some(cap) = policy.max_followers {
+            let departed = flight.call.as_ref().map_or(0, |call| call.departed());
+            if flight.followers - departed >= cap {
+                self.overflows += 1;
+                return Arrival::Entered(Entered::Full);
+            }
+        }
+        let call = Arc::clone(flight.call.get_or_insert_with(|| Arc::new(Call::new())));
+        flight.followers += 1;
+        if candidate {
+            call.add_candidate();
+        }
+        self.followers_joined += 1;
+        Arrival::Entered(Entered::Follower(call))
+    }
+
     /// Where the flight a new caller for `key` would join is: same hash
     /// (compared first, so the key's `Eq` runs only on a likely match), not
     /// forgotten, equal key.
@@ -241,7 +293,7 @@ impl<K, V> Shard<K, V> {
     /// If the live flight for `key` is led by the calling thread (waiting on
     /// it would deadlock), or if the key's `Eq`, `Borrow` or `Clone`
     /// panics, or calls back into a group. Nothing is changed in any case.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn enter<A: KeyArg<K>>(
         &self,
         hash: u64,
@@ -255,38 +307,18 @@ impl<K, V> Shard<K, V> {
         let lookup = key.as_ref().expect("a caller enters with its key");
         let mut replaced = None;
         if let Some(index) = flights.live(hash, lookup) {
-            let flight = &mut flights.list[index];
-            if flight.leader == Some(me) {
-                drop(key_code);
-                drop(flights);
-                panic!(
-                    "sync_singleflight: recursive call for a key whose flight this thread is \
-                     already leading; waiting for itself would deadlock"
-                );
-            }
-            // A flight waiting for its elected follower is never too old:
-            // its rerun has not started.
-            let too_old = match (policy.max_flight_age, flight.started, flight.leader) {
-                (Some(limit), Some(started), Some(_)) => has_aged(started, limit),
-                _ => false,
-            };
-            if too_old {
-                replaced = Some(index);
-            } else {
-                if let Some(cap) = policy.max_followers {
-                    let departed = flight.call.as_ref().map_or(0, |call| call.departed());
-                    if flight.followers - departed >= cap {
-                        flights.overflows += 1;
-                        return Entered::Full;
-                    }
+            match flights.arrive(index, me, policy, candidate) {
+                Arrival::Entered(entered) => return entered,
+                Arrival::TooOld => replaced = Some(index),
+                Arrival::OwnFlight => {
+                    // Unlocked first: a panic hook may call into the group.
+                    drop(key_code);
+                    drop(flights);
+                    panic!(
+                        "sync_singleflight: recursive call for a key whose flight this thread \
+                         is already leading; waiting for itself would deadlock"
+                    );
                 }
-                let call = Arc::clone(flight.call.get_or_insert_with(|| Arc::new(Call::new())));
-                flight.followers += 1;
-                if candidate {
-                    call.add_candidate();
-                }
-                flights.followers_joined += 1;
-                return Entered::Follower(call);
             }
         }
         let spare = if flights.recycle_keys {
@@ -382,7 +414,7 @@ impl<K, V> Shard<K, V> {
     }
 
     /// Takes the leader's own flight out, whether or not it was forgotten.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn remove(&self, id: FlightId) -> Removed<K, V> {
         self.flights.lock().remove(id)
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 #[cfg(not(loom))]
 mod imp {
     use std::cell::Cell;
+    use std::num::NonZeroUsize;
 
     pub(crate) use parking_lot::Mutex;
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,13 +35,17 @@ mod imp {
     /// costs one TLS offset to compute, unlike `thread::current()`, which
     /// touches a reference count. An address may be reused after its thread
     /// exits, but a flight never outlives its leader thread, so no stale
-    /// token is ever compared.
+    /// token is ever compared. An address is never zero, so an
+    /// `Option<ThreadToken>` takes one word.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(crate) struct ThreadToken(usize);
+    pub(crate) struct ThreadToken(NonZeroUsize);
 
     #[inline]
     pub(crate) fn current_thread() -> ThreadToken {
-        KEY_CODE_DEPTH.with(|depth| ThreadToken(std::ptr::from_ref(depth) as usize))
+        KEY_CODE_DEPTH.with(|depth| {
+            let address = std::ptr::from_ref(depth) as usize;
+            ThreadToken(NonZeroUsize::new(address).expect("a thread-local has an address"))
+        })
     }
 
     #[inline]
