@@ -257,8 +257,7 @@ fn land<K, V: Clone>(
             match served {
                 Ok(callers) => {
                     watch.landed(ctx.policy, callers);
-                    // The key is this leader's own (or a spare of a type
-                    // whose `Drop` runs no user code): its panic is ours.
+                    // The key is this leader's own: its panic is ours.
                     if let Err(payload) = drop_caught(key) {
                         std::mem::forget(value);
                         panic::resume_unwind(payload);

@@ -59,7 +59,7 @@ pub trait ToKey<K> {
     /// Overwrites `target` with a key equal to `self`, reusing its
     /// allocation where the type can. The group calls this only for key
     /// types whose `Drop` runs no user code (`String`, `Vec<u8>`, `PathBuf`,
-    /// `OsString`, `CString`), to recycle a shard's spare key buffer.
+    /// `OsString`, `CString`), to reuse the buffer of a landed flight's key.
     fn clone_into_key(&self, target: &mut K) {
         *target = self.to_key();
     }
@@ -132,7 +132,8 @@ impl<T: Clone> ToKey<Box<[T]>> for [T] {
 
 /// Whether `K` is a standard buffer type whose `clone_into` reuses its
 /// allocation and whose `Drop` runs no user code, so a shard may keep a
-/// spare one and overwrite it under its lock. Any other key is dropped by
+/// landed flight (and its key) as a vacant slot and overwrite it under its
+/// lock. Any other key is dropped by
 /// its own leader, outside every lock, so that a key's `Drop` never runs in
 /// an unrelated caller.
 pub(crate) fn is_recyclable<K>() -> bool {
@@ -158,8 +159,13 @@ pub(crate) trait KeyArg<K>: Sized {
     /// Whether a flight's key equals this one (the key's `Eq`: user code).
     fn matches(&self, key: &K) -> bool;
 
-    /// The key for a new flight, written into `spare` when there is one.
-    fn into_key(self, spare: Option<K>) -> K;
+    /// The key for a new flight.
+    fn into_key(self) -> K;
+
+    /// The key for a new flight, written over a vacant slot's key so its
+    /// buffer is reused. Only for [`is_recyclable`] key types: the old
+    /// key's `Drop` (for an owned key) runs no user code.
+    fn write_into(self, target: &mut K);
 }
 
 impl<K, Q> KeyArg<K> for &Q
@@ -180,14 +186,13 @@ where
     }
 
     #[inline]
-    fn into_key(self, spare: Option<K>) -> K {
-        match spare {
-            Some(mut spare) => {
-                self.clone_into_key(&mut spare);
-                spare
-            }
-            None => self.to_key(),
-        }
+    fn into_key(self) -> K {
+        self.to_key()
+    }
+
+    #[inline]
+    fn write_into(self, target: &mut K) {
+        self.clone_into_key(target);
     }
 }
 
@@ -208,8 +213,13 @@ impl<K: Hash + Eq> KeyArg<K> for Owned<K> {
     }
 
     #[inline]
-    fn into_key(self, _spare: Option<K>) -> K {
+    fn into_key(self) -> K {
         self.0
+    }
+
+    #[inline]
+    fn write_into(self, target: &mut K) {
+        *target = self.0;
     }
 }
 

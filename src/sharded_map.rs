@@ -8,13 +8,18 @@
 //! thread running its function, so a shard holds at most (threads ÷ shards)
 //! live entries, and a scan of a few cached hashes beats rehashing into a map.
 //! A vector also lets a forgotten flight stay findable by its leader (by id)
-//! while new callers for the same key start a fresh flight beside it.
+//! while new callers for the same key start a fresh flight beside it. For
+//! standard buffer keys (`String` and the like), a landed flight stays in
+//! place as the shard's one vacant slot, and the next leader writes its key
+//! over that buffer and its fields in place: no allocation, and no flight
+//! moved through the stack (a copy that stalls on store forwarding).
 //!
 //! The only user code that runs under a shard lock is the key's `Eq` and
 //! `Borrow` (to find a flight) and its `Clone` (a leader's copy of the key);
 //! [`KeyCodeUnderLock`] turns a call back into a group from there into a
-//! panic instead of a deadlock. No key is ever dropped under a lock, and no
-//! caller drops a key but its own (see [`is_recyclable`](crate::key)).
+//! panic instead of a deadlock. No key whose `Drop` can run user code is
+//! dropped under a lock, and no caller drops such a key but its own (see
+//! [`is_recyclable`](crate::key)).
 
 use std::num::NonZeroUsize;
 use std::time::Instant;
@@ -51,12 +56,7 @@ struct Flights<K, V> {
     forgets: u64,
     replacements: u64,
     overflows: u64,
-    /// The key of the last flight to land, kept so the next leader can
-    /// overwrite its buffer instead of allocating: for `String` keys this
-    /// makes the uncontended path allocation-free. Only for key types whose
-    /// `Drop` runs no user code.
-    spare_key: Option<K>,
-    /// Whether leaders leave their key behind as the spare (see
+    /// Whether a landed flight may stay in the list as a vacant slot (see
     /// [`is_recyclable`]). Kept here rather than passed along, so the
     /// uncontended path carries one fewer value.
     recycle_keys: bool,
@@ -75,6 +75,12 @@ struct Flight<K, V> {
     call: Option<Arc<Call<V>>>,
     /// Followers that joined; final once the leader removes the flight.
     followers: usize,
+    /// A landed flight left in place (at most one per shard, and only for
+    /// key types whose `Drop` runs no user code), so the next leader writes
+    /// its key over this one's buffer and its fields in place: for `String`
+    /// keys the uncontended path allocates nothing and copies no flight.
+    /// A vacant slot is also `forgotten`, so no lookup ever matches it.
+    vacant: bool,
     /// When the flight started; only kept when a `max_flight_age` is set.
     started: Option<Instant>,
     /// 0 for a first run; n for the n-th rerun after a failure.
@@ -126,8 +132,9 @@ enum Arrival<V> {
 pub(crate) struct Removed<K, V> {
     pub(crate) call: Option<Arc<Call<V>>>,
     pub(crate) followers: usize,
-    /// A key for the leader to drop outside the lock once its followers are
-    /// served: its own, or a displaced spare of a recyclable type.
+    /// The flight's key, for the leader to drop outside the lock once its
+    /// followers are served; `None` when the flight stays as the shard's
+    /// vacant slot.
     pub(crate) key: Option<K>,
 }
 
@@ -166,7 +173,6 @@ impl<K, V> ShardedMap<K, V> {
                         forgets: 0,
                         replacements: 0,
                         overflows: 0,
-                        spare_key: None,
                         recycle_keys,
                     }),
                     counters: UnlockedCounters::default(),
@@ -201,33 +207,49 @@ impl<K, V> ShardedMap<K, V> {
 }
 
 impl<K, V> Flights<K, V> {
-    /// Takes a flight out for good; its key goes to the spare slot (when
-    /// recyclable) or back to the caller, to be dropped outside the lock.
+    /// Takes a flight out for good: it stays in place as the shard's vacant
+    /// slot (for a recyclable key type, if the shard has none yet), or its
+    /// key goes back to the caller, to be dropped outside the lock.
     #[inline(always)]
     fn remove(&mut self, id: FlightId) -> Removed<K, V> {
         let position = self
             .list
             .iter()
-            .position(|flight| flight.id == id)
+            .position(|flight| flight.id == id && !flight.vacant)
             .expect("a flight is removed only by its leader, exactly once");
+        if self.recycle_keys && self.vacancy().is_none() {
+            let flight = &mut self.list[position];
+            flight.vacant = true;
+            flight.forgotten = true;
+            flight.leader = None;
+            return Removed {
+                call: flight.call.take(),
+                followers: std::mem::take(&mut flight.followers),
+                key: None,
+            };
+        }
         let flight = self.list.swap_remove(position);
-        let key = if self.recycle_keys {
-            self.spare_key.replace(flight.key)
-        } else {
-            Some(flight.key)
-        };
         Removed {
             call: flight.call,
             followers: flight.followers,
-            key,
+            key: Some(flight.key),
         }
+    }
+
+    /// Where the vacant slot is, if the shard has one.
+    #[inline(always)]
+    fn vacancy(&self) -> Option<usize> {
+        if !self.recycle_keys {
+            return None;
+        }
+        self.list.iter().position(|flight| flight.vacant)
     }
 
     /// A flight by its id: its leader's (or elected follower's) handle.
     fn by_id(&mut self, id: FlightId) -> &mut Flight<K, V> {
         self.list
             .iter_mut()
-            .find(|flight| flight.id == id)
+            .find(|flight| flight.id == id && !flight.vacant)
             .expect("a flight stays in its shard until its leader removes it")
     }
 
@@ -321,13 +343,17 @@ impl<K, V> Shard<K, V> {
                 }
             }
         }
-        let spare = if flights.recycle_keys {
-            flights.spare_key.take()
-        } else {
-            None
+        // The key's `Clone` may panic: nothing has been changed yet (a
+        // vacant slot whose buffer it was writing stays vacant).
+        let vacancy = flights.vacancy();
+        let arg = key.take().expect("checked above");
+        let new_key = match vacancy {
+            Some(index) => {
+                arg.write_into(&mut flights.list[index].key);
+                None
+            }
+            None => Some(arg.into_key()),
         };
-        // The key's `Clone` may panic: nothing has been changed yet.
-        let key = key.take().expect("checked above").into_key(spare);
         drop(key_code);
         // The old leader keeps running and removes only its own flight, now
         // without followers: they wait on the same call, which the
@@ -345,17 +371,35 @@ impl<K, V> Shard<K, V> {
         let id = FlightId(flights.next_id);
         flights.next_id += 1;
         flights.leader_runs += 1;
-        flights.list.push(Flight {
-            hash,
-            id,
-            key,
-            leader: Some(me),
-            forgotten: false,
-            call,
-            followers,
-            started: policy.max_flight_age.map(|_| Instant::now()),
-            attempt: 0,
-        });
+        let started = policy.max_flight_age.map(|_| Instant::now());
+        match (vacancy, new_key) {
+            // Field by field, in place: building a whole `Flight` to move
+            // into the list costs a copy through the stack that stalls.
+            (Some(index), None) => {
+                let slot = &mut flights.list[index];
+                slot.hash = hash;
+                slot.id = id;
+                slot.leader = Some(me);
+                slot.forgotten = false;
+                slot.call = call;
+                slot.followers = followers;
+                slot.started = started;
+                slot.attempt = 0;
+                slot.vacant = false;
+            }
+            (_, key) => flights.list.push(Flight {
+                hash,
+                id,
+                key: key.expect("no vacancy, so a key was made"),
+                leader: Some(me),
+                forgotten: false,
+                call,
+                followers,
+                started,
+                attempt: 0,
+                vacant: false,
+            }),
+        }
         Entered::Leader {
             id,
             replacing: replaced.is_some(),
@@ -455,5 +499,73 @@ impl<K, V> Shard<K, V> {
             stats.overflows += flights.overflows;
         }
         self.counters.add_to(stats);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn lead(shard: &Shard<String, u32>, key: &str) -> FlightId {
+        match shard.enter(7, &mut Some(key), &Policy::default(), true) {
+            Entered::Leader { id, .. } => id,
+            _ => panic!("{key:?} should have started a flight"),
+        }
+    }
+
+    fn slots(shard: &Shard<String, u32>) -> Vec<(String, bool)> {
+        let flights = shard.flights.lock();
+        flights
+            .list
+            .iter()
+            .map(|flight| (flight.key.clone(), flight.vacant))
+            .collect()
+    }
+
+    // Every key here hashes to 7 on purpose: only `Eq` tells them apart, so
+    // a vacant slot that a lookup could match would show.
+    #[test]
+    fn a_landed_string_flight_stays_as_one_vacant_slot_that_nothing_joins() {
+        let map: ShardedMap<String, u32> = ShardedMap::new(1);
+        let shard = map.shard(7);
+
+        let a = lead(shard, "a");
+        let removed = shard.remove(a);
+        assert!(removed.key.is_none(), "kept in place, not handed back");
+        assert_eq!(slots(shard), [("a".to_string(), true)]);
+        assert_eq!(map.in_flight(), 0, "a vacant slot is not in flight");
+
+        // The same key again leads a new flight, in the vacant slot.
+        let again = lead(shard, "a");
+        assert_ne!(again, a);
+        assert_eq!(slots(shard), [("a".to_string(), false)]);
+
+        // Two at once: the second is pushed; landing both leaves one vacancy
+        // and hands the other key back to be dropped outside the lock.
+        let b = lead(shard, "b");
+        assert_eq!(map.in_flight(), 2);
+        assert!(shard.remove(again).key.is_none());
+        assert_eq!(shard.remove(b).key.as_deref(), Some("b"));
+        assert_eq!(slots(shard), [("a".to_string(), true)]);
+
+        // A vacant slot is invisible to `forget`, and its old key's buffer
+        // takes the next key.
+        assert!(!shard.forget(7, &"a"));
+        let c = lead(shard, "c");
+        assert_eq!(slots(shard), [("c".to_string(), false)]);
+        assert!(shard.remove(c).key.is_none());
+        assert_eq!(map.stats().leader_runs, 4);
+    }
+
+    #[test]
+    fn other_key_types_never_leave_a_vacant_slot() {
+        let map: ShardedMap<u64, u32> = ShardedMap::new(1);
+        let shard = map.shard(7);
+        let id = match shard.enter(7, &mut Some(&1u64), &Policy::default(), true) {
+            Entered::Leader { id, .. } => id,
+            _ => panic!("should lead"),
+        };
+        assert_eq!(shard.remove(id).key, Some(1));
+        assert!(shard.flights.lock().list.is_empty());
     }
 }
