@@ -130,13 +130,17 @@ impl<T: Clone> ToKey<Box<[T]>> for [T] {
     }
 }
 
-/// Whether `K` is a standard buffer type whose `clone_into` reuses its
-/// allocation and whose `Drop` runs no user code, so a shard may keep a
-/// landed flight (and its key) as a vacant slot and overwrite it under its
-/// lock. Any other key is dropped by
-/// its own leader, outside every lock, so that a key's `Drop` never runs in
-/// an unrelated caller.
+/// Whether a shard may keep a landed flight (and its key) as a vacant slot
+/// and overwrite that key under its lock: `K` has no drop glue at all
+/// (`u64`, tuples of integers: overwriting runs no code and the slot holds
+/// nothing), or is a standard buffer type whose `clone_into` reuses its
+/// allocation and whose `Drop` runs no user code. Any other key is dropped
+/// by its own leader, outside every lock, so that a key's `Drop` never runs
+/// in an unrelated caller.
 pub(crate) fn is_recyclable<K>() -> bool {
+    if !std::mem::needs_drop::<K>() {
+        return true;
+    }
     let name = std::any::type_name::<K>();
     [
         std::any::type_name::<String>(),
@@ -228,16 +232,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_std_buffers_are_recycled() {
+    fn only_std_buffers_and_types_without_drop_glue_are_recycled() {
         assert!(is_recyclable::<String>());
         assert!(is_recyclable::<Vec<u8>>());
         assert!(is_recyclable::<PathBuf>());
-        assert!(!is_recyclable::<u64>());
+        assert!(is_recyclable::<u64>());
+        assert!(is_recyclable::<(u64, [u8; 16])>());
         assert!(!is_recyclable::<(String, u64)>());
         assert!(!is_recyclable::<Arc<str>>());
         mod shadow {
+            // Drop glue, so only its path could make it recyclable.
             #[derive(Clone)]
-            pub struct String;
+            pub struct String(#[allow(dead_code)] pub std::string::String);
         }
         assert!(
             !is_recyclable::<shadow::String>(),

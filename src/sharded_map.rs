@@ -9,8 +9,8 @@
 //! live entries, and a scan of a few cached hashes beats rehashing into a map.
 //! A vector also lets a forgotten flight stay findable by its leader (by id)
 //! while new callers for the same key start a fresh flight beside it. For
-//! standard buffer keys (`String` and the like), a landed flight stays in
-//! place as the shard's one vacant slot, and the next leader writes its key
+//! standard buffer keys (`String` and the like) and keys without drop glue
+//! (`u64`), a landed flight stays in place as the shard's one vacant slot, and the next leader writes its key
 //! over that buffer and its fields in place: no allocation, and no flight
 //! moved through the stack (a copy that stalls on store forwarding).
 //!
@@ -78,7 +78,8 @@ struct Flight<K, V> {
     /// A landed flight left in place (at most one per shard, and only for
     /// key types whose `Drop` runs no user code), so the next leader writes
     /// its key over this one's buffer and its fields in place: for `String`
-    /// keys the uncontended path allocates nothing and copies no flight.
+    /// and `u64` keys the uncontended path allocates nothing and copies no
+    /// flight.
     /// A vacant slot is also `forgotten`, so no lookup ever matches it.
     vacant: bool,
     /// When the flight started; only kept when a `max_flight_age` is set.
@@ -558,14 +559,30 @@ mod tests {
     }
 
     #[test]
-    fn other_key_types_never_leave_a_vacant_slot() {
-        let map: ShardedMap<u64, u32> = ShardedMap::new(1);
+    fn keys_with_drop_glue_outside_std_buffers_never_leave_a_vacant_slot() {
+        let map: ShardedMap<Arc<str>, u32> = ShardedMap::new(1);
         let shard = map.shard(7);
-        let id = match shard.enter(7, &mut Some(&1u64), &Policy::default(), true) {
+        let id = match shard.enter(7, &mut Some("k"), &Policy::default(), true) {
             Entered::Leader { id, .. } => id,
             _ => panic!("should lead"),
         };
-        assert_eq!(shard.remove(id).key, Some(1));
+        assert_eq!(shard.remove(id).key.as_deref(), Some("k"));
         assert!(shard.flights.lock().list.is_empty());
+    }
+
+    #[test]
+    fn keys_without_drop_glue_leave_a_vacant_slot_too() {
+        let map: ShardedMap<u64, u32> = ShardedMap::new(1);
+        let shard = map.shard(7);
+        for key in [1u64, 2] {
+            let id = match shard.enter(7, &mut Some(&key), &Policy::default(), true) {
+                Entered::Leader { id, .. } => id,
+                _ => panic!("{key} should lead"),
+            };
+            assert_eq!(shard.remove(id).key, None);
+            let flights = shard.flights.lock();
+            assert_eq!(flights.list.len(), 1);
+            assert!(flights.list[0].vacant && flights.list[0].key == key);
+        }
     }
 }
