@@ -73,7 +73,9 @@ impl<K, V, S> GroupBuilder<K, V, S> {
     /// - [`Stats::replacements`](crate::Stats::replacements) counts them.
     ///
     /// This is nginx's `proxy_cache_lock_age`. Without it, a flight is
-    /// joined for as long as it runs.
+    /// joined for as long as it runs. `Duration::ZERO` makes every flight
+    /// too old at once: a caller that finds one running starts its own
+    /// instead of waiting, so nothing is deduplicated.
     ///
     /// # Examples
     ///

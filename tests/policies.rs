@@ -368,6 +368,29 @@ fn a_young_flight_is_joined_not_replaced() {
     });
 }
 
+/// `Duration::ZERO` is accepted and documented: every flight is too old at
+/// once, so a caller that finds one starts its own instead of waiting.
+#[test]
+fn a_zero_age_lets_every_caller_run_its_own_flight() {
+    with_deadline("zero_age", || {
+        let group = Arc::new(
+            Group::<u64, u64>::builder()
+                .max_flight_age(Duration::ZERO)
+                .build(),
+        );
+        let (leader, release) = blocked_leader(&group, 1, 5);
+        // The leader is parked inside `f`; this call does not wait for it.
+        assert_eq!(group.work(&1, || 7), 7);
+        assert_eq!(group.stats().replacements, 1);
+        // The replaced flight is forgotten: the next caller starts afresh.
+        assert_eq!(group.work(&1, || 8), 8);
+        release.send(()).unwrap();
+        assert_eq!(leader.join().unwrap(), 5);
+        assert_eq!(group.stats().leader_runs, 3);
+        assert_quiet(&*group);
+    });
+}
+
 /// Issue 9's race: the replacement starts just as the old leader returns.
 /// Whichever wins, nobody hangs, the old leader never removes the
 /// replacement, and every follower is accounted for.
