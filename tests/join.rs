@@ -31,6 +31,28 @@ where
     })
 }
 
+/// Leads key 1 through a guard on its own thread, which holds the guard
+/// until `gate` opens and then panics with `message` while holding it.
+/// Returns once the guard is held.
+fn guard_held_then_panicking(
+    group: &Arc<Group<u64, u64>>,
+    gate: &Arc<Gate>,
+    message: &'static str,
+) -> thread::JoinHandle<std::thread::Result<()>> {
+    let leader = {
+        let (group, gate) = (Arc::clone(group), Arc::clone(gate));
+        thread::spawn(move || {
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                let _guard = leader_of(group.join(&1));
+                gate.pass();
+                panic::panic_any(message);
+            }))
+        })
+    };
+    wait_until("the guard is held", || gate.reached() == 1);
+    leader
+}
+
 fn leader_of<K, V>(joined: Joined<'_, K, V>) -> sync_singleflight::LeaderGuard<'_, K, V> {
     match joined {
         Joined::Leader(guard) => guard,
@@ -166,17 +188,8 @@ fn a_guard_dropped_while_panicking_is_a_leader_panic() {
     with_deadline("guard_panic", || {
         let group = Arc::new(Group::<u64, u64>::new());
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                panic::catch_unwind(AssertUnwindSafe(|| {
-                    let _guard = leader_of(group.join(&1));
-                    gate.pass();
-                    panic!("expected-panic: while holding the guard");
-                }))
-            })
-        };
-        wait_until("the guard is held", || gate.reached() == 1);
+        let leader =
+            guard_held_then_panicking(&group, &gate, "expected-panic: while holding the guard");
         let worker = spawn_follower(&group, 1, |g| {
             panic::catch_unwind(AssertUnwindSafe(|| g.work(&1, || unreachable!())))
         });
@@ -224,17 +237,7 @@ fn a_guard_dropped_while_panicking_under_retry_elects_a_follower() {
                 .build(),
         );
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                panic::catch_unwind(AssertUnwindSafe(|| {
-                    let _guard = leader_of(group.join(&1));
-                    gate.pass();
-                    panic!("expected-panic: guard under retry");
-                }))
-            })
-        };
-        wait_until("the guard is held", || gate.reached() == 1);
+        let leader = guard_held_then_panicking(&group, &gate, "expected-panic: guard under retry");
         let worker = spawn_follower(&group, 1, |g| g.work_with_role(&1, || 8));
         gate.open();
         assert!(leader.join().unwrap().is_err());
