@@ -152,6 +152,12 @@ fn a_key_whose_clone_calls_back_into_the_group_panics_instead_of_hanging() {
         // Nothing was added, and the group still works, for the same key too.
         assert_eq!(group.in_flight(), 0);
         assert_eq!(group.work(&MeteredKey::plain(1), || 2), 2);
+        // Again, now that a landed flight left its slot vacant for the next
+        // key to be cloned into: the re-entry is caught there too.
+        let payload = catch(|| group.work(&key, || 1)).unwrap_err();
+        assert_reentry_panic(&*payload);
+        assert_eq!(group.in_flight(), 0);
+        assert_eq!(group.work(&MeteredKey::plain(1), || 3), 3);
         // Outside the group's lock the same hook is fine.
         assert_eq!(key.clone().id, 1);
     });

@@ -282,6 +282,13 @@ fn panicking_key_traits_hurt_only_their_caller() {
         assert_eq!(follower.join().unwrap(), 10);
         assert_eq!(group.in_flight(), 0);
         assert_eq!(group.work(&HostileKey::plain(2), || 20), 20);
+        // That flight's slot is now vacant (the key has no drop glue): a
+        // clone that panics while written over it leaves it vacant, and the
+        // next leader uses it.
+        assert!(catch(|| group.work(&clone_panics, || 0)).is_err());
+        assert_eq!(group.in_flight(), 0);
+        assert_eq!(group.work(&HostileKey::plain(3), || 30), 30);
+        assert_eq!(group.stats().leader_runs, 3);
     });
 }
 
