@@ -10,9 +10,10 @@
 //! A vector also lets a forgotten flight stay findable by its leader (by id)
 //! while new callers for the same key start a fresh flight beside it. For
 //! standard buffer keys (`String` and the like) and keys without drop glue
-//! (`u64`), a landed flight stays in place as the shard's one vacant slot, and the next leader writes its key
-//! over that buffer and its fields in place: no allocation, and no flight
-//! moved through the stack (a copy that stalls on store forwarding).
+//! (`u64`), a landed flight stays in place as the shard's one vacant slot,
+//! and the next leader writes its key over that buffer and its fields in
+//! place: no allocation, and no flight moved through the stack (a copy that
+//! stalls on store forwarding).
 //!
 //! The only user code that runs under a shard lock is the key's `Eq` and
 //! `Borrow` (to find a flight) and its `Clone` (a leader's copy of the key);
@@ -79,8 +80,7 @@ struct Flight<K, V> {
     /// key types whose `Drop` runs no user code), so the next leader writes
     /// its key over this one's buffer and its fields in place: for `String`
     /// and `u64` keys the uncontended path allocates nothing and copies no
-    /// flight.
-    /// A vacant slot is also `forgotten`, so no lookup ever matches it.
+    /// flight. A vacant slot is also `forgotten`, so no lookup matches it.
     vacant: bool,
     /// When the flight started; only kept when a `max_flight_age` is set.
     started: Option<Instant>,
@@ -127,6 +127,13 @@ enum Arrival<V> {
     TooOld,
     /// The caller leads it: waiting would deadlock.
     OwnFlight,
+}
+
+/// Where a new flight goes: over the vacant slot (its key already written
+/// there), or pushed with a key of its own.
+enum Home<K> {
+    Vacant(usize),
+    New(K),
 }
 
 /// What a leader takes back out of its shard when its function returns.
@@ -346,14 +353,13 @@ impl<K, V> Shard<K, V> {
         }
         // The key's `Clone` may panic: nothing has been changed yet (a
         // vacant slot whose buffer it was writing stays vacant).
-        let vacancy = flights.vacancy();
         let arg = key.take().expect("checked above");
-        let new_key = match vacancy {
+        let home = match flights.vacancy() {
             Some(index) => {
                 arg.write_into(&mut flights.list[index].key);
-                None
+                Home::Vacant(index)
             }
-            None => Some(arg.into_key()),
+            None => Home::New(arg.into_key()),
         };
         drop(key_code);
         // The old leader keeps running and removes only its own flight, now
@@ -373,10 +379,10 @@ impl<K, V> Shard<K, V> {
         flights.next_id += 1;
         flights.leader_runs += 1;
         let started = policy.max_flight_age.map(|_| Instant::now());
-        match (vacancy, new_key) {
+        match home {
             // Field by field, in place: building a whole `Flight` to move
             // into the list costs a copy through the stack that stalls.
-            (Some(index), None) => {
+            Home::Vacant(index) => {
                 let slot = &mut flights.list[index];
                 slot.hash = hash;
                 slot.id = id;
@@ -388,10 +394,10 @@ impl<K, V> Shard<K, V> {
                 slot.attempt = 0;
                 slot.vacant = false;
             }
-            (_, key) => flights.list.push(Flight {
+            Home::New(key) => flights.list.push(Flight {
                 hash,
                 id,
-                key: key.expect("no vacancy, so a key was made"),
+                key,
                 leader: Some(me),
                 forgotten: false,
                 call,
@@ -507,10 +513,10 @@ impl<K, V> Shard<K, V> {
 mod tests {
     use super::*;
 
-    fn lead(shard: &Shard<String, u32>, key: &str) -> FlightId {
+    fn lead<K, A: KeyArg<K>>(shard: &Shard<K, u32>, key: A) -> FlightId {
         match shard.enter(7, &mut Some(key), &Policy::default(), true) {
             Entered::Leader { id, .. } => id,
-            _ => panic!("{key:?} should have started a flight"),
+            _ => panic!("the key should have started a flight"),
         }
     }
 
@@ -562,10 +568,7 @@ mod tests {
     fn keys_with_drop_glue_outside_std_buffers_never_leave_a_vacant_slot() {
         let map: ShardedMap<Arc<str>, u32> = ShardedMap::new(1);
         let shard = map.shard(7);
-        let id = match shard.enter(7, &mut Some("k"), &Policy::default(), true) {
-            Entered::Leader { id, .. } => id,
-            _ => panic!("should lead"),
-        };
+        let id = lead(shard, "k");
         assert_eq!(shard.remove(id).key.as_deref(), Some("k"));
         assert!(shard.flights.lock().list.is_empty());
     }
@@ -575,10 +578,7 @@ mod tests {
         let map: ShardedMap<u64, u32> = ShardedMap::new(1);
         let shard = map.shard(7);
         for key in [1u64, 2] {
-            let id = match shard.enter(7, &mut Some(&key), &Policy::default(), true) {
-                Entered::Leader { id, .. } => id,
-                _ => panic!("{key} should lead"),
-            };
+            let id = lead(shard, &key);
             assert_eq!(shard.remove(id).key, None);
             let flights = shard.flights.lock();
             assert_eq!(flights.list.len(), 1);
