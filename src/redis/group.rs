@@ -78,7 +78,7 @@ pub(super) struct Shared {
     pub(super) renewer: Renewer,
 }
 
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -327,8 +327,9 @@ where
         let token = new_token();
         let lease_ms = millis(s.config.lease);
         let deadline = Instant::now() + s.config.max_wait;
-        // The token this caller last followed, and whether its stream must
-        // be checked before contending (after a read that timed out).
+        // The result stream of the flight this caller last followed, and
+        // whether it must be checked before contending (after a read that
+        // timed out).
         let mut followed: Option<String> = None;
         let mut check_followed = false;
         loop {
@@ -343,14 +344,8 @@ where
                 );
                 return Err((err, f));
             }
-            let check = followed
-                .as_deref()
-                .filter(|_| check_followed)
-                .map(|t| keys.done(t));
-            let reply = con.call(|c| {
-                s.scripts
-                    .acquire(c, &lease_key, check.as_deref(), &token, lease_ms)
-            });
+            let check = followed.as_deref().filter(|_| check_followed);
+            let reply = con.call(|c| s.scripts.acquire(c, &lease_key, check, &token, lease_ms));
             let entry = match reply {
                 Err(e) => return Err((s.failed(e), f)),
                 Ok(Acquire::Acquired) => {
@@ -376,7 +371,7 @@ where
                     let done = keys.done(&holder);
                     let read =
                         con.call_blocking(block, |c| scripts::read_result(c, &done, millis(block)));
-                    followed = Some(holder);
+                    followed = Some(done);
                     match read {
                         Err(e) => return Err((s.failed(e), f)),
                         Ok(None) => {
@@ -413,17 +408,20 @@ impl Shared {
     fn failed(&self, err: CallError) -> Error {
         match err {
             CallError::Malformed(why) => Error::new(FallbackReason::Malformed, why.0),
-            CallError::Redis(e) if e.to_string().contains("WRONGTYPE") => Error::new(
-                FallbackReason::Malformed,
-                format!("foreign data under our keys: {e}"),
-            ),
             CallError::Redis(e) => {
+                let text = e.to_string();
+                if text.contains("WRONGTYPE") {
+                    return Error::new(
+                        FallbackReason::Malformed,
+                        format!("foreign data under our keys: {text}"),
+                    );
+                }
                 if self.breaker.failure() {
                     Counters::bump(&self.counters.breaker_opens);
                     // The idle connections very likely died with the server.
                     self.pool.clear();
                 }
-                Error::new(FallbackReason::Unavailable, e.to_string())
+                Error::new(FallbackReason::Unavailable, text)
             }
         }
     }

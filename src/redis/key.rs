@@ -2,6 +2,7 @@
 //! `sf:<ns>:v<ver>:{k:<key>}:lease` / `…:done:<token>`.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// Turns a key into the bytes that name it in Redis.
 ///
@@ -67,7 +68,7 @@ macro_rules! display_keys {
     ($($t:ty),*) => {$(
         impl KeyBytes for $t {
             fn key_bytes(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(self.to_string().as_bytes())
+                write!(out, "{self}").expect("writing to a Vec cannot fail")
             }
         }
     )*};
@@ -87,8 +88,7 @@ macro_rules! tuple_keys {
                 $(
                     let mut part = Vec::new();
                     $name.key_bytes(&mut part);
-                    out.extend_from_slice(part.len().to_string().as_bytes());
-                    out.push(b':');
+                    write!(out, "{}:", part.len()).expect("writing to a Vec cannot fail");
                     out.extend_from_slice(&part);
                 )*
             }

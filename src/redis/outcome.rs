@@ -47,8 +47,10 @@ impl FallbackReason {
         FallbackReason::Malformed,
     ];
 
+    /// Its place in [`ALL`](Self::ALL), which lists the variants in
+    /// declaration order.
     pub(super) fn index(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -161,7 +163,7 @@ pub struct RedisStats {
     pub takeovers: u64,
     /// Flights that ran `f` locally (or failed, in strict calls), by reason in
     /// the order of [`FallbackReason::ALL`].
-    pub fallbacks: [u64; 6],
+    pub fallbacks: [u64; FallbackReason::ALL.len()],
     /// Leases found lost while leading: a renewal answered "not yours", a
     /// renewal failed, or the publish found another token.
     pub lost_leases: u64,
@@ -184,7 +186,7 @@ pub(super) struct Counters {
     pub(super) remote_leaders: AtomicU64,
     pub(super) remote_followers: AtomicU64,
     pub(super) takeovers: AtomicU64,
-    pub(super) fallbacks: [AtomicU64; 6],
+    pub(super) fallbacks: [AtomicU64; FallbackReason::ALL.len()],
     pub(super) lost_leases: AtomicU64,
     pub(super) publish_failures: AtomicU64,
     pub(super) breaker_opens: AtomicU64,
@@ -215,6 +217,18 @@ impl Counters {
             lost_leases: self.lost_leases.load(Relaxed),
             publish_failures: self.publish_failures.load(Relaxed),
             breaker_opens: self.breaker_opens.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FallbackReason;
+
+    #[test]
+    fn all_lists_the_reasons_in_declaration_order() {
+        for (position, reason) in FallbackReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), position, "{reason:?}");
         }
     }
 }

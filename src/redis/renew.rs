@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::group::Shared;
+use super::group::{Shared, millis};
 use super::scripts::{CallError, LeaseState};
 
 /// How long the renewal thread lingers with nothing to renew (at least).
@@ -122,7 +122,7 @@ fn run(weak: Weak<Shared>) {
             continue;
         }
         drop(leases);
-        let lease_ms = u64::try_from(shared.config.lease.as_millis()).unwrap_or(u64::MAX);
+        let lease_ms = millis(shared.config.lease);
         for (id, lease_key, token) in due {
             let renewed = shared
                 .pool

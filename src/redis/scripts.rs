@@ -1,7 +1,7 @@
 //! The Lua scripts of the protocol and their replies, decoded into typed
 //! values. Each script touches keys of one hash tag only.
 
-use redis::{Connection, Script, Value};
+use redis::{Connection, Script, ScriptInvocation, Value};
 
 /// Take the lease, or name who holds it. With a second key (the result
 /// stream of the flight the caller followed), first check whether that
@@ -154,8 +154,7 @@ impl Scripts {
         if let Some(done) = followed_done {
             call.key(done);
         }
-        let reply: Value = call.arg(token).arg(lease_ms).invoke(con)?;
-        Ok(parse_acquire(reply)?)
+        run(call.arg(token).arg(lease_ms), con, parse_acquire)
     }
 
     pub(super) fn renew(
@@ -165,13 +164,11 @@ impl Scripts {
         token: &str,
         lease_ms: u64,
     ) -> Result<LeaseState, CallError> {
-        let reply: Value = self
-            .renew
-            .key(lease_key)
-            .arg(token)
-            .arg(lease_ms)
-            .invoke(con)?;
-        Ok(parse_lease_state(reply)?)
+        run(
+            self.renew.key(lease_key).arg(token).arg(lease_ms),
+            con,
+            parse_lease_state,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -185,17 +182,27 @@ impl Scripts {
         body: &[u8],
         ttl_ms: u64,
     ) -> Result<LeaseState, CallError> {
-        let reply: Value = self
-            .publish
-            .key(lease_key)
-            .key(done_key)
-            .arg(token)
-            .arg(status.tag())
-            .arg(body)
-            .arg(ttl_ms)
-            .invoke(con)?;
-        Ok(parse_lease_state(reply)?)
+        run(
+            self.publish
+                .key(lease_key)
+                .key(done_key)
+                .arg(token)
+                .arg(status.tag())
+                .arg(body)
+                .arg(ttl_ms),
+            con,
+            parse_lease_state,
+        )
     }
+}
+
+/// Runs a script and decodes its reply.
+fn run<T>(
+    call: &ScriptInvocation<'_>,
+    con: &mut Connection,
+    parse: fn(Value) -> Result<T, Malformed>,
+) -> Result<T, CallError> {
+    Ok(parse(call.invoke(con)?)?)
 }
 
 /// Blocks up to `block_ms` for the first entry of a result stream.
