@@ -247,7 +247,7 @@ pub(crate) fn parse_acquire(reply: Value) -> Result<Acquire, Malformed> {
         return Err(bad());
     };
     match (items.first().and_then(bytes), items.len()) {
-        (Some(b"acquired"), 1) => Ok(Acquire::Acquired),
+        (Some(b"acquired"), 1) => return Ok(Acquire::Acquired),
         (Some(b"held"), 3) => {
             let token = bytes(&items[1])
                 .and_then(|t| std::str::from_utf8(t).ok())
@@ -260,14 +260,19 @@ pub(crate) fn parse_acquire(reply: Value) -> Result<Acquire, Malformed> {
             let Value::Int(pttl_ms) = items[2] else {
                 return Err(bad());
             };
-            Ok(Acquire::Held {
+            return Ok(Acquire::Held {
                 token: token.to_owned(),
                 pttl_ms,
-            })
+            });
         }
-        (Some(b"done"), 2) => Ok(Acquire::Done(parse_fields(&items[1])?)),
-        _ => Err(bad()),
+        // Decoded below, from the reply taken apart: the body is not copied.
+        (Some(b"done"), 2) => {}
+        _ => return Err(bad()),
     }
+    let Value::Array(mut items) = reply else {
+        unreachable!("matched as an array above");
+    };
+    Ok(Acquire::Done(parse_fields(&mut items[1])?))
 }
 
 /// Decodes a renew or publish reply: 1 is "still ours", 0 is "lost".
@@ -284,49 +289,61 @@ pub(crate) fn parse_lease_state(reply: Value) -> Result<LeaseState, Malformed> {
 
 /// Decodes `XREAD` on one stream: nil on timeout, else
 /// `[[stream, [[id, [field, value, …]]]]]`.
-pub(crate) fn parse_xread(reply: Value) -> Result<Option<Entry>, Malformed> {
+pub(crate) fn parse_xread(mut reply: Value) -> Result<Option<Entry>, Malformed> {
     let bad = |v: &Value| Malformed(format!("unexpected stream reply {}", describe(v)));
-    let stream = match &reply {
+    let stream = match &mut reply {
         Value::Nil => return Ok(None),
-        Value::Array(streams) if streams.len() == 1 => &streams[0],
-        Value::Map(streams) if streams.len() == 1 => &streams[0].1,
+        Value::Array(streams) if streams.len() == 1 => &mut streams[0],
+        Value::Map(streams) if streams.len() == 1 => &mut streams[0].1,
         other => return Err(bad(other)),
     };
     let entries = match stream {
-        Value::Array(pair) if pair.len() == 2 => &pair[1],
+        Value::Array(pair) if pair.len() == 2 => &mut pair[1],
         other => other,
     };
-    match entries {
-        Value::Array(list) => match list.first() {
-            Some(Value::Array(id_fields)) if id_fields.len() == 2 => {
-                parse_fields(&id_fields[1]).map(Some)
-            }
-            None => Ok(None),
-            _ => Err(bad(entries)),
-        },
-        other => Err(bad(other)),
+    let Value::Array(list) = entries else {
+        return Err(bad(entries));
+    };
+    if list.is_empty() {
+        return Ok(None);
     }
+    if let Some(Value::Array(id_fields)) = list.first_mut() {
+        if id_fields.len() == 2 {
+            return parse_fields(&mut id_fields[1]).map(Some);
+        }
+    }
+    Err(bad(entries))
 }
 
 /// Decodes an entry's `[field, value, …]` list into status and body.
-fn parse_fields(fields: &Value) -> Result<Entry, Malformed> {
+///
+/// The body is moved out of `fields` rather than copied (it can be
+/// megabytes); `fields` is left as it was when decoding fails.
+fn parse_fields(fields: &mut Value) -> Result<Entry, Malformed> {
     let Value::Array(kv) = fields else {
         return Err(Malformed(format!("unexpected entry {}", describe(fields))));
     };
-    let (mut status, mut body) = (None, None);
-    for pair in kv.chunks(2) {
+    let (mut status, mut body_at) = (None, None);
+    for (pair_index, pair) in kv.chunks(2).enumerate() {
         match (pair.first().and_then(bytes), pair.get(1).and_then(bytes)) {
             (Some(b"s"), Some(tag)) => {
                 status = Some(Status::from_tag(tag).ok_or_else(|| {
                     Malformed(format!("unknown status {:?}", String::from_utf8_lossy(tag)))
                 })?)
             }
-            (Some(b"b"), Some(b)) => body = Some(b.to_vec()),
+            (Some(b"b"), Some(_)) => body_at = Some(2 * pair_index + 1),
             _ => {}
         }
     }
-    match (status, body) {
-        (Some(status), Some(body)) => Ok(Entry { status, body }),
+    match (status, body_at) {
+        (Some(status), Some(at)) => {
+            let body = match std::mem::replace(&mut kv[at], Value::Nil) {
+                Value::BulkString(body) => body,
+                Value::SimpleString(text) => text.into_bytes(),
+                _ => unreachable!("`bytes` accepted it"),
+            };
+            Ok(Entry { status, body })
+        }
         _ => Err(Malformed(format!(
             "entry without status or body: {}",
             describe(fields)
