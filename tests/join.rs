@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    EqProbe, Gate, assert_quiet, blocked_leader, panic_message, quiet_expected_panics,
-    spawn_follower, wait_until, with_deadline,
+    EqProbe, Gate, assert_quiet, blocked_leader, counting_followers, panic_message,
+    quiet_expected_panics, spawn_follower, wait_until, with_deadline,
 };
 use sync_singleflight::{ErrorPolicy, Group, Joined, LeaderPanicked, Role, TryError, WaitError};
 
@@ -159,18 +159,7 @@ fn a_guard_dropped_unfilled_elects_one_runner_even_when_it_is_quick() {
         for _ in 0..40 {
             let group = Arc::new(Group::<u64, u64>::new());
             let guard = leader_of(group.join(&1));
-            let runs = Arc::new(AtomicUsize::new(0));
-            let workers: Vec<_> = (1..=6)
-                .map(|joined| {
-                    let runs = Arc::clone(&runs);
-                    spawn_follower(&group, joined, move |g| {
-                        g.work(&1, || {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            9
-                        })
-                    })
-                })
-                .collect();
+            let (runs, workers) = counting_followers(&group, 1, 6, 9);
             drop(guard);
             for worker in workers {
                 assert_eq!(worker.join().unwrap(), 9);

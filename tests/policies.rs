@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    EqProbe, Gate, assert_quiet, blocked_leader, panic_message, quiet_expected_panics,
-    spawn_follower, wait_until, with_deadline,
+    EqProbe, Gate, assert_quiet, blocked_leader, counting_followers, panic_message,
+    quiet_expected_panics, spawn_follower, wait_until, with_deadline,
 };
 use sync_singleflight::{
     ErrorPolicy, Group, Joined, LeaderPanicked, MAX_SHARDS, Role, TryError, WaitError,
@@ -1106,18 +1106,7 @@ fn moved_followers_do_not_each_run_their_own_function() {
             let group = Arc::new(Group::<u64, u64>::builder().max_flight_age(AGE).build());
             let old_gate = Arc::new(Gate::default());
             let old = gated_leader(&group, 1, &old_gate, 1);
-            let runs = Arc::new(AtomicUsize::new(0));
-            let movers: Vec<_> = (1..=6)
-                .map(|joined| {
-                    let runs = Arc::clone(&runs);
-                    spawn_follower(&group, joined, move |g| {
-                        g.work(&1, || {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            3
-                        })
-                    })
-                })
-                .collect();
+            let (runs, movers) = counting_followers(&group, 1, 6, 3);
             age_past(AGE);
             // The replacement answers at once.
             assert_eq!(group.work(&1, || 2), 2);

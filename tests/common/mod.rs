@@ -5,6 +5,7 @@
 
 use std::hash::Hash;
 use std::panic;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -217,4 +218,28 @@ impl Gate {
     pub fn open(&self) {
         self.open.lock().unwrap().send(()).unwrap();
     }
+}
+
+/// Spawns followers 1..=`count` of key `key`, each with a function of its
+/// own that counts its runs in the returned counter and returns `value`;
+/// returns once all of them have joined.
+pub fn counting_followers(
+    group: &Arc<Group<u64, u64>>,
+    key: u64,
+    count: u64,
+    value: u64,
+) -> (Arc<AtomicUsize>, Vec<thread::JoinHandle<u64>>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let followers = (1..=count)
+        .map(|joined| {
+            let runs = Arc::clone(&runs);
+            spawn_follower(group, joined, move |g| {
+                g.work(&key, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    value
+                })
+            })
+        })
+        .collect();
+    (runs, followers)
 }
