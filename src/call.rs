@@ -27,7 +27,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
 use crate::error::LeaderPanicked;
-use crate::sync::{AtomicBool, AtomicUsize, HerdGuard, HerdLock, Ordering, yield_now};
+use crate::sync::{
+    AtomicBool, AtomicUsize, HerdGuard, HerdLock, Ordering, ThreadToken, current_thread, yield_now,
+};
 
 pub(crate) struct Call<V> {
     state: HerdLock<CallState<V>>,
@@ -47,6 +49,13 @@ pub(crate) struct Call<V> {
 
 struct CallState<V> {
     phase: Phase<V>,
+    /// The thread running the flight's function, as its shard records it
+    /// (`None` while a rerun waits for its elected follower). Kept here too
+    /// because a [`Waiter`](crate::Waiter) reaches the flight through this
+    /// call alone, and a waiter whose own thread leads the flight (it led
+    /// the replacement that adopted it, or was elected to rerun it) would
+    /// otherwise wait for itself forever.
+    leader: Option<ThreadToken>,
     /// Set when the flight lands: followers still to collect the result
     /// (joined minus departed; none can depart after landing).
     waiting: usize,
@@ -94,16 +103,24 @@ impl<V> Call<V> {
     /// Created by a flight's first follower. Followers are counted by the
     /// shard (under the lock they join with), not here, so joining never
     /// takes this lock.
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(leader: Option<ThreadToken>) -> Self {
         Call {
             state: HerdLock::new(CallState {
                 phase: Phase::Running,
+                leader,
                 waiting: 0,
             }),
             landed: AtomicBool::new(false),
             departed: AtomicUsize::new(0),
             candidates: AtomicUsize::new(0),
         }
+    }
+
+    /// The flight changed hands: a caller replacing it for its age adopted
+    /// this call (under the shard lock; shard then call, as in
+    /// [`elect`](Call::elect)).
+    pub(crate) fn led_by(&self, leader: Option<ThreadToken>) {
+        self.state.lock().leader = leader;
     }
 
     /// A follower with a function of its own joined (under the shard lock).
@@ -124,6 +141,7 @@ impl<V> Call<V> {
             return false;
         }
         state.phase = Phase::Elect;
+        state.leader = None;
         drop(state);
         self.state.notify_all();
         true
@@ -210,6 +228,11 @@ impl<V> Call<V> {
     /// (a follower with a function of its own, which departs on a timeout)
     /// may come back `Elected`; a `Waiter` (not a candidate) stays
     /// registered on a timeout and may wait again.
+    ///
+    /// # Panics
+    ///
+    /// If the flight is running on the calling thread: it could never land
+    /// while that thread waits.
     pub(crate) fn wait(&self, deadline: Option<Instant>, candidate: bool) -> Waited<V>
     where
         V: Clone,
@@ -217,15 +240,21 @@ impl<V> Call<V> {
         if !self.landed.load(Ordering::Acquire) {
             yield_now();
         }
+        let me = current_thread();
         let mut state = self.state.lock();
         // Every wake-up, spurious or timed out, re-checks the phase.
         loop {
             match state.phase {
+                Phase::Running if state.leader == Some(me) => {
+                    drop(state);
+                    waiting_for_itself();
+                }
                 Phase::Running => {}
                 Phase::Elect if candidate => {
                     // Elected even past its deadline: a leader always runs,
                     // and once elected nobody else may be left waiting.
                     state.phase = Phase::Running;
+                    state.leader = Some(me);
                     self.candidates.fetch_sub(1, Ordering::Relaxed);
                     return Waited::Elected;
                 }
@@ -293,6 +322,17 @@ impl<V> Call<V> {
             Phase::Panicked(_) | Phase::Abandoned => Departed::Late,
         }
     }
+}
+
+/// Unlocked first, by the caller: a panic hook may call into the group.
+#[cold]
+#[inline(never)]
+fn waiting_for_itself() -> ! {
+    panic!(
+        "sync_singleflight: recursive wait on a flight this thread is leading (it led the \
+         replacement that adopted this Waiter, or was elected to rerun its flight); waiting \
+         for itself would deadlock"
+    );
 }
 
 /// What [`Call::depart`] found.

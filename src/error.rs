@@ -121,7 +121,18 @@ impl From<Timeout> for WaitError {
 ///     other => panic!("unexpected {other:?}"),
 /// }
 /// ```
-#[derive(Debug)]
+///
+/// Every [`WaitError`] converts into a `TryError`, so `?` works on a
+/// [`Waiter`](crate::Waiter)'s result in a function returning `TryError`:
+///
+/// ```
+/// use sync_singleflight::{TryError, Waiter};
+///
+/// fn collect(waiter: Waiter<'_, u64, u64>) -> Result<u64, TryError<std::io::Error>> {
+///     Ok(waiter.wait()?)
+/// }
+/// ```
+#[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TryError<E> {
     /// The flight's function returned this error (shared by every caller).
@@ -130,6 +141,11 @@ pub enum TryError<E> {
     Timeout,
     /// See [`WaitError::Overloaded`].
     Overloaded,
+    /// See [`WaitError::Abandoned`]. `try_work_within` itself never returns
+    /// it (a caller with a function of its own is elected to rerun an
+    /// abandoned flight instead); it comes from converting a
+    /// [`Waiter`](crate::Waiter)'s error with `?`.
+    Abandoned,
 }
 
 impl<E> Clone for TryError<E> {
@@ -138,6 +154,7 @@ impl<E> Clone for TryError<E> {
             TryError::Failed(error) => TryError::Failed(Arc::clone(error)),
             TryError::Timeout => TryError::Timeout,
             TryError::Overloaded => TryError::Overloaded,
+            TryError::Abandoned => TryError::Abandoned,
         }
     }
 }
@@ -147,7 +164,7 @@ impl<E> From<WaitError> for TryError<E> {
         match error {
             WaitError::Timeout => TryError::Timeout,
             WaitError::Overloaded => TryError::Overloaded,
-            WaitError::Abandoned => unreachable!("a call with a function never gets Abandoned"),
+            WaitError::Abandoned => TryError::Abandoned,
         }
     }
 }
@@ -158,6 +175,7 @@ impl<E: fmt::Display> fmt::Display for TryError<E> {
             TryError::Failed(error) => error.fmt(f),
             TryError::Timeout => WaitError::Timeout.fmt(f),
             TryError::Overloaded => WaitError::Overloaded.fmt(f),
+            TryError::Abandoned => WaitError::Abandoned.fmt(f),
         }
     }
 }

@@ -367,11 +367,21 @@ impl<'g, K, V> Waiter<'g, K, V> {
     ///
     /// # Panics
     ///
-    /// With a [`LeaderPanicked`] payload if the leader panicked, and with
-    /// its own payload if this waiter's `V::clone` panics, as in
-    /// [`work`](crate::Group::work). Also if the waiter already returned its
-    /// outcome (from [`try_get`](Waiter::try_get) or
-    /// [`wait_timeout`](Waiter::wait_timeout)).
+    /// - With a [`LeaderPanicked`] payload if the leader panicked, and with
+    ///   its own payload if this waiter's `V::clone` panics, as in
+    ///   [`work`](crate::Group::work).
+    /// - With a message containing "recursive" if the flight is being led by
+    ///   this very thread, which could never land it while waiting: this
+    ///   thread led the replacement that adopted the waiter (its flight
+    ///   outlived [`max_flight_age`](crate::GroupBuilder::max_flight_age)),
+    ///   or was elected to rerun it. The waiter gives up its place.
+    /// - If the waiter already returned its outcome (from
+    ///   [`try_get`](Waiter::try_get) or
+    ///   [`wait_timeout`](Waiter::wait_timeout)). That value has been moved
+    ///   out, so there is nothing true to answer; an error here would read
+    ///   like a flight's outcome and invite a retry loop that never ends.
+    ///   It is a bug in the caller, as polling a `Future` after it returned
+    ///   `Ready` is.
     ///
     /// # Examples
     ///
@@ -411,7 +421,8 @@ impl<'g, K, V> Waiter<'g, K, V> {
     }
 
     /// The outcome if the flight has ended, `None` if it is still running.
-    /// Never blocks (beyond a brief lock).
+    /// Never blocks (beyond a brief lock), so it is the one way to ask about
+    /// a flight this thread itself leads: `None` until its guard is filled.
     ///
     /// # Errors
     ///
@@ -419,7 +430,8 @@ impl<'g, K, V> Waiter<'g, K, V> {
     ///
     /// # Panics
     ///
-    /// As [`wait`](Waiter::wait).
+    /// As [`wait`](Waiter::wait), except that a flight led by this thread is
+    /// not a panic (polling cannot deadlock).
     ///
     /// # Examples
     ///

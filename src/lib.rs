@@ -53,7 +53,7 @@
 //! | the flight already has [`max_followers`](GroupBuilder::max_followers) waiting | — | a newcomer does not join: it runs its own `f` in `work`, gets `Err(Timeout)` / `Overloaded` where the call has an error |
 //! | [`work_timeout`](Group::work_timeout) / [`work_within`](Group::work_within) | is never cut short | gives up with [`Timeout`] / [`WaitError::Timeout`]; the flight goes on |
 //! | a [`LeaderGuard`] from [`join`](Group::join) is dropped unfilled | — | one `work` follower is elected to rerun the flight with its `f`, and the rest get that run's value; with no `work` follower, [`Waiter`]s get [`WaitError::Abandoned`] |
-//! | the key's flight is led by this very thread | — | panics at once with "recursive" instead of deadlocking |
+//! | the key's flight is led by this very thread (or a [`Waiter`] is asked to wait for one: its thread led the replacement that adopted it, or was elected to rerun it) | — | panics at once with "recursive" instead of deadlocking |
 //!
 //! In every row the entry is removed and [`Group::in_flight`] returns to 0,
 //! and every follower is counted once in [`Stats`] (see its identity).

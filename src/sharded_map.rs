@@ -275,17 +275,20 @@ impl<K, V> Flights<K, V> {
         candidate: bool,
     ) -> Arrival<V> {
         let flight = &mut self.list[index];
-        if flight.leader == Some(me) {
-            return Arrival::OwnFlight;
-        }
         // A flight waiting for its elected follower is never too old: its
-        // rerun has not started.
+        // rerun has not started. Age is judged before recursion: a flight
+        // whose leader can no longer land it (its guard leaked with
+        // `mem::forget`, say) is replaced like any hung one, even by the
+        // thread that leaked it.
         let too_old = match (policy.max_flight_age, flight.started, flight.leader) {
             (Some(limit), Some(started), Some(_)) => has_aged(started, limit),
             _ => false,
         };
         if too_old {
             return Arrival::TooOld;
+        }
+        if flight.leader == Some(me) {
+            return Arrival::OwnFlight;
         }
         if let Some(cap) = policy.max_followers {
             let departed = flight.call.as_ref().map_or(0, |call| call.departed());
@@ -294,7 +297,12 @@ impl<K, V> Flights<K, V> {
                 return Arrival::Entered(Entered::Full);
             }
         }
-        let call = Arc::clone(flight.call.get_or_insert_with(|| Arc::new(Call::new())));
+        let leader = flight.leader;
+        let call = Arc::clone(
+            flight
+                .call
+                .get_or_insert_with(|| Arc::new(Call::new(leader))),
+        );
         flight.followers += 1;
         if candidate {
             call.add_candidate();
@@ -370,6 +378,10 @@ impl<K, V> Shard<K, V> {
                 let old = &mut flights.list[index];
                 old.forgotten = true;
                 let adopted = (old.call.take(), std::mem::take(&mut old.followers));
+                if let Some(call) = &adopted.0 {
+                    // Its waiters now wait on this thread, which may hold one.
+                    call.led_by(Some(me));
+                }
                 flights.replacements += 1;
                 adopted
             }

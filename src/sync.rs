@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[cfg(not(loom))]
 mod imp {
     use std::cell::Cell;
-    use std::num::NonZeroUsize;
+    use std::num::NonZeroU64;
 
     pub(crate) use parking_lot::Mutex;
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,27 +25,38 @@ mod imp {
 
     thread_local! {
         /// How many group locks this thread holds while it runs a key's
-        /// trait code; its address doubles as the thread's identity.
+        /// trait code.
         static KEY_CODE_DEPTH: Cell<u32> = const { Cell::new(0) };
+        /// This thread's [`ThreadToken`], or 0 until it first asks.
+        static TOKEN: Cell<u64> = const { Cell::new(0) };
     }
 
     /// Identifies the calling thread for recursion detection.
     ///
-    /// The address of a thread-local byte is unique among live threads and
-    /// costs one TLS offset to compute, unlike `thread::current()`, which
-    /// touches a reference count. An address may be reused after its thread
-    /// exits, but a flight never outlives its leader thread, so no stale
-    /// token is ever compared. An address is never zero, so an
-    /// `Option<ThreadToken>` takes one word.
+    /// A number handed out once per thread, never reused. (An address of a
+    /// thread-local would be cheaper, but the C library hands it to the next
+    /// thread once this one exits, and a flight can outlive its leader
+    /// thread: a `LeaderGuard` leaked with `mem::forget` does.) Never zero,
+    /// so an `Option<ThreadToken>` takes one word.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(crate) struct ThreadToken(NonZeroUsize);
+    pub(crate) struct ThreadToken(NonZeroU64);
 
     #[inline]
     pub(crate) fn current_thread() -> ThreadToken {
-        KEY_CODE_DEPTH.with(|depth| {
-            let address = std::ptr::from_ref(depth) as usize;
-            ThreadToken(NonZeroUsize::new(address).expect("a thread-local has an address"))
+        TOKEN.with(|token| match NonZeroU64::new(token.get()) {
+            Some(known) => ThreadToken(known),
+            None => first_token(token),
         })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_token(token: &Cell<u64>) -> ThreadToken {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // 2^64 threads would take millennia to start: the count never wraps.
+        let fresh = NEXT.fetch_add(1, Ordering::Relaxed);
+        token.set(fresh);
+        ThreadToken(NonZeroU64::new(fresh).expect("counted up from 1"))
     }
 
     #[inline]

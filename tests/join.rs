@@ -618,3 +618,200 @@ fn try_error_displays_and_chains_the_flights_error() {
         WaitError::Timeout.to_string()
     );
 }
+
+// ------------------------------------------- recursion through a waiter
+
+/// Expects `result` to be a panic whose message names a recursive call.
+fn assert_recursive<T: std::fmt::Debug>(result: std::thread::Result<T>) {
+    let payload = result.expect_err("a recursive wait panics");
+    let text = panic_message(&*payload).unwrap_or_default();
+    assert!(text.contains("recursive"), "{text}");
+}
+
+/// A waiter held by this thread on a flight that another thread leads,
+/// for a group whose `max_flight_age` is `age`. Retries with a new key in
+/// the rare case that this thread reached `join` only after the flight
+/// was already too old (a busy machine), so the test never depends on it.
+#[allow(clippy::type_complexity)]
+fn waiter_on_a_young_flight(
+    group: &Arc<Group<u64, u64>>,
+    age: Duration,
+) -> (
+    u64,
+    sync_singleflight::Waiter<'_, u64, u64>,
+    thread::JoinHandle<u64>,
+    std::sync::mpsc::Sender<()>,
+) {
+    for key in 1..=20 {
+        let started = Instant::now();
+        let (leader, release) = blocked_leader(group, key, 10);
+        match group.join(&key) {
+            Joined::Waiter(waiter) => return (key, waiter, leader, release),
+            Joined::Leader(replacement) => {
+                assert!(started.elapsed() >= age, "a young flight is joined");
+                replacement.fill(0);
+                release.send(()).unwrap();
+                leader.join().unwrap();
+            }
+        }
+    }
+    panic!("twenty flights in a row aged out before this thread could join one");
+}
+
+#[test]
+fn a_waiter_adopted_by_a_flight_its_own_thread_leads_panics_as_recursive() {
+    quiet_expected_panics();
+    with_deadline("adopted_waiter", || {
+        let age = Duration::from_millis(100);
+        let group = Arc::new(Group::<u64, u64>::builder().max_flight_age(age).build());
+        let (key, mut waiter, leader, release) = waiter_on_a_young_flight(&group, age);
+        thread::sleep(age);
+        // The flight is now too old: this thread leads its replacement,
+        // which adopts every follower of the old one, this thread's waiter
+        // included.
+        let guard = leader_of(group.join(&key));
+        assert_eq!(group.stats().replacements, 1);
+        // Polling cannot deadlock: it says "still running".
+        assert_eq!(waiter.try_get(), None);
+        assert_recursive(panic::catch_unwind(AssertUnwindSafe(|| {
+            waiter.wait_timeout(Duration::from_secs(60))
+        })));
+        assert_recursive(panic::catch_unwind(AssertUnwindSafe(|| waiter.wait())));
+        // The waiter unwound and gave up its place; the guard is intact.
+        assert_eq!(guard.fill(2).callers, 1);
+        release.send(()).unwrap();
+        assert_eq!(leader.join().unwrap(), 10);
+        assert_quiet(&*group);
+    });
+}
+
+#[test]
+fn a_waiter_polled_by_the_leader_of_its_replacement_gets_the_value_once_filled() {
+    with_deadline("adopted_waiter_try_get", || {
+        let age = Duration::from_millis(100);
+        let group = Arc::new(Group::<u64, u64>::builder().max_flight_age(age).build());
+        let (key, mut waiter, leader, release) = waiter_on_a_young_flight(&group, age);
+        thread::sleep(age);
+        let guard = leader_of(group.join(&key));
+        assert_eq!(waiter.try_get(), None);
+        assert_eq!(guard.fill(2).callers, 2);
+        assert_eq!(waiter.try_get(), Some(Ok(2)));
+        release.send(()).unwrap();
+        leader.join().unwrap();
+        assert_quiet(&*group);
+    });
+}
+
+#[test]
+fn a_waiter_whose_thread_is_elected_to_rerun_its_flight_panics_as_recursive() {
+    quiet_expected_panics();
+    with_deadline("elected_waiter", || {
+        let group: Arc<Group<u64, Result<u64, Arc<&'static str>>>> = Arc::new(
+            Group::builder()
+                .error_policy(ErrorPolicy::Retry { retries: 1 })
+                .build(),
+        );
+        let gate = Arc::new(Gate::default());
+        let leader = {
+            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
+            thread::spawn(move || {
+                group.try_work(&1, || {
+                    gate.pass();
+                    Err("expected-panic: the first run fails")
+                })
+            })
+        };
+        wait_until("the leader runs", || gate.reached() == 1);
+        let waiter = waiter_of(group.join(&1));
+        // Fails the first run once this thread has joined it a second time,
+        // now with a function of its own (a candidate for the rerun).
+        let failer = {
+            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
+            thread::spawn(move || {
+                wait_until("both joins", || group.stats().followers_joined == 2);
+                gate.open();
+            })
+        };
+        let rerun = panic::catch_unwind(AssertUnwindSafe(|| {
+            group.try_work(&1, move || {
+                Ok::<_, &str>(waiter.wait().map_or(0, |v| v.unwrap_or(0)))
+            })
+        }));
+        assert_recursive(rerun);
+        failer.join().unwrap();
+        assert!(leader.join().unwrap().is_err());
+        let stats = group.stats();
+        assert_eq!((stats.retries, stats.followers_promoted), (1, 1));
+        assert_quiet(&*group);
+    });
+}
+
+#[test]
+fn a_guard_leaked_on_a_thread_that_exited_is_replaced_not_recursive() {
+    with_deadline("leaked_guard_exited", || {
+        let group = Arc::new(
+            Group::<u64, u64>::builder()
+                .max_flight_age(Duration::ZERO)
+                .build(),
+        );
+        {
+            let group = Arc::clone(&group);
+            thread::spawn(move || std::mem::forget(leader_of(group.join(&1))))
+                .join()
+                .unwrap();
+        }
+        // New threads often get the exited thread's stack and thread-locals;
+        // none of them may be taken for the leaked flight's leader.
+        for value in 0..8 {
+            let group = Arc::clone(&group);
+            let outcome = thread::spawn(move || group.work_with_role(&1, || value))
+                .join()
+                .expect("a fresh thread is not the leaked flight's leader");
+            assert_eq!((outcome.value, outcome.role), (value, Role::Leader));
+        }
+        assert_eq!(group.stats().replacements, 1);
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+#[test]
+fn a_guard_this_thread_leaked_is_recursive_until_it_ages_then_replaced() {
+    quiet_expected_panics();
+    with_deadline("leaked_guard_same_thread", || {
+        let age = Duration::from_millis(50);
+        let group = Group::<u64, u64>::builder().max_flight_age(age).build();
+        let started = Instant::now();
+        std::mem::forget(leader_of(group.join(&1)));
+        let early = panic::catch_unwind(AssertUnwindSafe(|| group.work(&1, || 2)));
+        if started.elapsed() < age {
+            assert_recursive(early);
+        }
+        thread::sleep(age);
+        let outcome = group.work_with_role(&1, || 3);
+        assert_eq!((outcome.value, outcome.role), (3, Role::Leader));
+        assert!(group.stats().replacements >= 1);
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+#[test]
+fn question_mark_from_an_abandoned_wait_into_try_error_is_abandoned() {
+    fn collect(
+        waiter: sync_singleflight::Waiter<'_, u64, u64>,
+    ) -> Result<u64, TryError<std::io::Error>> {
+        Ok(waiter.wait()?)
+    }
+    with_deadline("wait_error_into_try_error", || {
+        let group = Arc::new(Group::<u64, u64>::new());
+        let guard = leader_of(group.join(&1));
+        let waiter = spawn_follower(&group, 1, |g| collect(waiter_of(g.join(&1))));
+        drop(guard);
+        let got = waiter.join().expect("no panic on the conversion");
+        assert!(matches!(got, Err(TryError::Abandoned)), "{got:?}");
+        assert_eq!(
+            TryError::<std::io::Error>::Abandoned.to_string(),
+            WaitError::Abandoned.to_string()
+        );
+        assert_quiet(&*group);
+    });
+}

@@ -418,3 +418,51 @@ fn an_abandoned_guard_strands_nobody() {
         assert!(stats.followers_promoted <= 1, "{stats:?}");
     });
 }
+
+// A waiter whose own thread comes to lead its flight: the flight turns too
+// old at any point, and the waiter's thread may then lead the replacement
+// that adopts it. Whatever the interleaving, its `wait` either gets a run's
+// value or panics as recursive, never waits for itself, and nothing is left
+// behind. (Before the waiter checked who leads its flight, this model
+// deadlocked.)
+#[test]
+fn a_waiter_adopted_by_its_own_threads_replacement_never_waits_for_itself() {
+    model(|| {
+        let group = Arc::new(
+            Group::<u32, u32>::builder()
+                .max_flight_age(Duration::from_secs(1))
+                .build(),
+        );
+        let clock = thread::spawn(sync_singleflight::loom_clock::age_every_flight);
+        let leader = {
+            let group = group.clone();
+            thread::spawn(move || group.work(&1, || 7))
+        };
+        match group.join(&1) {
+            Joined::Waiter(waiter) => match group.join(&1) {
+                Joined::Leader(guard) => {
+                    match panic::catch_unwind(AssertUnwindSafe(|| waiter.wait())) {
+                        Ok(got) => assert_eq!(got, Ok(7), "its own flight had landed"),
+                        Err(payload) => {
+                            let text = payload.downcast_ref::<&str>().copied().unwrap_or("");
+                            let owned = payload.downcast_ref::<String>().cloned();
+                            let text = owned.as_deref().unwrap_or(text);
+                            assert!(text.contains("recursive"), "{text}");
+                        }
+                    }
+                    guard.fill(8);
+                }
+                Joined::Waiter(again) => {
+                    assert_eq!(waiter.wait(), Ok(7));
+                    assert_eq!(again.wait(), Ok(7));
+                }
+            },
+            Joined::Leader(guard) => {
+                guard.fill(9);
+            }
+        }
+        assert_eq!(leader.join().unwrap(), 7);
+        clock.join().unwrap();
+        assert_quiet(&group);
+    });
+}
