@@ -4,7 +4,7 @@ use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::panic::{self, AssertUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
 use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
@@ -871,6 +871,20 @@ pub(crate) fn forget_panic(result: Result<(), Box<dyn Any + Send>>) {
         std::mem::forget(second);
     }
 }
+
+// `catch_unwind(|| group.work(..))` should not need `AssertUnwindSafe`.
+// The auto traits are missing only because the shard locks hold an
+// `UnsafeCell` and carry no poison flag, which is what lets std's `Mutex`
+// be `RefUnwindSafe`. A group needs none: every piece of user code it calls
+// (the function, `V::clone`, the key's traits and every `Drop`) runs either
+// outside its locks or inside `catch_unwind`, and the group's state is
+// settled before a caught panic resumes, so a caller that catches a panic
+// sees a group that is whole (the hostile-code and loom suites check this).
+// Keys and values are never exposed half-changed: a caller only ever gets
+// its own clone of a value. Only the hasher is the user's own state that a
+// panic could leave half-changed, hence the one bound.
+impl<K, V, S: RefUnwindSafe> RefUnwindSafe for Group<K, V, S> {}
+impl<K, V, S: UnwindSafe> UnwindSafe for Group<K, V, S> {}
 
 impl<K, V, S> fmt::Debug for Group<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

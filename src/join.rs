@@ -53,6 +53,53 @@ pub enum Joined<'g, K, V> {
     Waiter(Waiter<'g, K, V>),
 }
 
+impl<'g, K, V> Joined<'g, K, V> {
+    /// The guard, if this caller leads the flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<u64, u64> = Group::new();
+    /// let guard = group.join(&1).into_leader().expect("nobody else runs key 1");
+    /// assert_eq!(guard.fill(10).value, 10);
+    /// ```
+    pub fn into_leader(self) -> Option<LeaderGuard<'g, K, V>> {
+        match self {
+            Joined::Leader(guard) => Some(guard),
+            Joined::Waiter(_) => None,
+        }
+    }
+
+    /// The waiter, if a flight was already running (or the follower cap
+    /// turned this caller away).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::thread;
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<u64, u64> = Group::new();
+    /// let guard = group.join(&1).into_leader().unwrap();
+    /// thread::scope(|s| {
+    ///     let follower = s.spawn(|| group.join(&1).into_waiter().map(|waiter| waiter.wait()));
+    ///     while group.stats().followers_joined == 0 {
+    ///         thread::yield_now();
+    ///     }
+    ///     guard.fill(10);
+    ///     assert_eq!(follower.join().unwrap(), Some(Ok(10)));
+    /// });
+    /// ```
+    pub fn into_waiter(self) -> Option<Waiter<'g, K, V>> {
+        match self {
+            Joined::Waiter(waiter) => Some(waiter),
+            Joined::Leader(_) => None,
+        }
+    }
+}
+
 /// The lead of a flight, held by the caller that must produce its value.
 ///
 /// [`fill`](LeaderGuard::fill) it with the value. Dropping it unfilled

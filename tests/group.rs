@@ -406,3 +406,18 @@ fn keys_with_their_own_drop_are_not_kept_between_flights() {
         "every key copy is dropped with the group"
     );
 }
+
+#[test]
+fn a_group_can_be_used_across_catch_unwind_without_assert_unwind_safe() {
+    fn unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>(_: &T) {}
+    // `std::io::Error` is not `RefUnwindSafe`; the group holding it still is.
+    let group: Group<String, Result<u64, Arc<std::io::Error>>> = Group::new();
+    unwind_safe(&group);
+    unwind_safe(&&group);
+    common::quiet_expected_panics();
+    let caught = std::panic::catch_unwind(|| group.work("k", || panic!("expected-panic")));
+    assert!(caught.is_err());
+    let after = std::panic::catch_unwind(|| group.work("k", || Ok(1)));
+    assert_eq!(after.unwrap().unwrap(), 1);
+    assert_eq!(group.in_flight(), 0);
+}
