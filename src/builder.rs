@@ -44,8 +44,29 @@ pub struct GroupBuilder<K, V, S = RandomState> {
     _types: PhantomData<fn(K) -> V>,
 }
 
+impl<K, V> Group<K, V> {
+    /// A builder for a group with policies, a shard count, a name or a
+    /// hasher. See [`GroupBuilder`](crate::GroupBuilder).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sync_singleflight::Group;
+    ///
+    /// let group: Group<String, u32> = Group::builder()
+    ///     .max_flight_age(Duration::from_secs(10))
+    ///     .max_followers(500)
+    ///     .build();
+    /// assert_eq!(group.work("k", || 1), 1);
+    /// ```
+    pub fn builder() -> GroupBuilder<K, V> {
+        GroupBuilder::new()
+    }
+}
+
 impl<K, V> GroupBuilder<K, V> {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         GroupBuilder {
             policy: Policy::default(),
             shards: None,
@@ -202,7 +223,7 @@ impl<K, V, S> GroupBuilder<K, V, S> {
     /// assert_eq!(group.name(), "user-lookups");
     /// ```
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.policy.name = name.into();
+        self.policy.observer.name = name.into();
         self
     }
 
@@ -231,7 +252,7 @@ impl<K, V, S> GroupBuilder<K, V, S> {
 impl<K, V, S> fmt::Debug for GroupBuilder<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupBuilder")
-            .field("name", &self.policy.name)
+            .field("name", &self.policy.observer.name)
             .field("max_flight_age", &self.policy.max_flight_age)
             .field("max_followers", &self.policy.max_followers)
             .field("retries", &self.policy.retries)

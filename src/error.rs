@@ -53,7 +53,7 @@ impl std::error::Error for Timeout {}
 /// [`Waiter`](crate::Waiter).
 ///
 /// A leader's panic is not among them: it reaches followers as a panic with
-/// a [`LeaderPanicked`] payload, through every entry point alike.
+/// a [`LeaderPanicked`](crate::LeaderPanicked) payload, through every entry point alike.
 ///
 /// # Examples
 ///
@@ -258,7 +258,7 @@ impl LeaderPanicked {
     ///
     /// # Examples
     ///
-    /// See [`LeaderPanicked`].
+    /// See [`LeaderPanicked`](crate::LeaderPanicked).
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }

@@ -1,25 +1,22 @@
 //! The public face: a group of in-flight calls keyed by `K`.
 
-use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::panic::{self, AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
-use std::sync::Arc as StdArc;
-use std::time::{Duration, Instant};
+use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::time::Duration;
 
-use crate::builder::GroupBuilder;
-use crate::call::{Call, Waited};
-#[cfg(doc)]
-use crate::error::LeaderPanicked;
-use crate::error::{Timeout, TryError, WaitError};
-use crate::join::{FlightCtx, Joined, LeaderGuard, Waiter};
+use crate::error::{Timeout, WaitError};
+use crate::flights::Entered;
+use crate::follower::follow;
 use crate::key::{KeyArg, Owned, ToKey};
-use crate::observe::{self, FollowerSpan, WaitClock};
+use crate::leader::LeaderGuard;
+use crate::observe;
+use crate::outcome::{Outcome, Role};
 use crate::policy::Policy;
-use crate::sharded_map::{Entered, ShardedMap};
-use crate::stats::{Event, Stats};
-use crate::sync::{Arc, assert_no_key_code_running};
+use crate::sharded_map::{FlightCtx, ShardedMap};
+use crate::stats::Stats;
+use crate::sync::assert_no_key_code_running;
 
 /// Deduplicates concurrent blocking calls that share a key.
 ///
@@ -35,9 +32,9 @@ use crate::sync::{Arc, assert_no_key_code_running};
 /// lock; a call back into a group from there panics instead of deadlocking.)
 ///
 /// [`Group::builder`] adds policies: a hung-leader escape
-/// ([`max_flight_age`](GroupBuilder::max_flight_age)), a follower cap
-/// ([`max_followers`](GroupBuilder::max_followers)) and error retry
-/// ([`error_policy`](GroupBuilder::error_policy)).
+/// ([`max_flight_age`](crate::GroupBuilder::max_flight_age)), a follower cap
+/// ([`max_followers`](crate::GroupBuilder::max_followers)) and error retry
+/// ([`error_policy`](crate::GroupBuilder::error_policy)).
 ///
 /// The default hasher is [`RandomState`], because keys often come from
 /// untrusted input (tokens, URLs) and must resist hash flooding. Use
@@ -87,74 +84,9 @@ pub struct Group<K, V, S = RandomState> {
     policy: Policy,
 }
 
-/// Which part a caller played in its flight.
-///
-/// # Examples
-///
-/// ```
-/// use sync_singleflight::{Group, Role};
-///
-/// let group: Group<u8, u8> = Group::new();
-/// assert_eq!(group.work_with_role(&1, || 1).role, Role::Leader);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// This caller ran the function.
-    Leader,
-    /// This caller waited for another thread's run and got a clone of its value.
-    Follower,
-}
-
-/// A value together with how it was obtained; returned by
-/// [`Group::work_with_role`].
-///
-/// This is the counterpart of Go's `shared` flag, split into the two facts
-/// it mixes: whether *this* caller ran the function, and how many callers
-/// the run served.
-///
-/// # Examples
-///
-/// ```
-/// use sync_singleflight::{Group, Outcome, Role};
-///
-/// let group: Group<u8, &str> = Group::new();
-/// let Outcome { value, role, callers } = group.work_with_role(&1, || "one");
-/// assert_eq!((value, role, callers), ("one", Role::Leader, 1));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome<V> {
-    /// The flight's value.
-    pub value: V,
-    /// Whether this caller ran the function.
-    pub role: Role,
-    /// How many callers this flight's value was handed to: the leader plus
-    /// every follower still waiting when it landed. Fixed at that moment, so
-    /// the leader and every follower report the same figure. Followers that
-    /// timed out before are not counted; a follower whose own `V::clone`
-    /// panics afterwards is (it was handed the value, and
-    /// [`Stats::follower_own_panics`] counts what happened next).
-    pub callers: usize,
-}
-
-impl<V> Outcome<V> {
-    /// Whether the value went to more than one caller: Go's `shared`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use sync_singleflight::Group;
-    ///
-    /// let group: Group<u8, u8> = Group::new();
-    /// assert!(!group.work_with_role(&1, || 1).is_shared());
-    /// ```
-    pub fn is_shared(&self) -> bool {
-        self.callers > 1
-    }
-}
-
 /// What a call does when its flight already has `max_followers` waiting.
 #[derive(Clone, Copy)]
-enum Overflow {
+pub(crate) enum Overflow {
     /// Run its own function outside the flight (calls with no error channel).
     RunOwn,
     /// Return `WaitError::Overloaded`.
@@ -175,25 +107,6 @@ impl<K, V> Group<K, V> {
     /// ```
     pub fn new() -> Self {
         Group::with_hasher(RandomState::new())
-    }
-
-    /// A builder for a group with policies, a shard count, a name or a
-    /// hasher. See [`GroupBuilder`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use sync_singleflight::Group;
-    ///
-    /// let group: Group<String, u32> = Group::builder()
-    ///     .max_flight_age(Duration::from_secs(10))
-    ///     .max_followers(500)
-    ///     .build();
-    /// assert_eq!(group.work("k", || 1), 1);
-    /// ```
-    pub fn builder() -> GroupBuilder<K, V> {
-        GroupBuilder::new()
     }
 }
 
@@ -280,7 +193,7 @@ impl<K, V, S> Group<K, V, S> {
         self.map.stats()
     }
 
-    /// The name given with [`GroupBuilder::name`], or `"default"`.
+    /// The name given with [`GroupBuilder::name`](crate::GroupBuilder::name), or `"default"`.
     ///
     /// # Examples
     ///
@@ -291,7 +204,7 @@ impl<K, V, S> Group<K, V, S> {
     /// assert_eq!(group.name(), "default");
     /// ```
     pub fn name(&self) -> &str {
-        &self.policy.name
+        &self.policy.observer.name
     }
 }
 
@@ -320,7 +233,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     ///
     /// - If `f` panics, the panic continues in this (the leader's) thread
     ///   with its original payload, and every follower of this flight panics
-    ///   with a [`LeaderPanicked`] payload carrying the leader's message. No
+    ///   with a [`LeaderPanicked`](crate::LeaderPanicked) payload carrying the leader's message. No
     ///   follower runs its own `f` (unless the error policy is `Retry`). The
     ///   flight is removed and the group stays usable.
     /// - A re-entrant call for a key whose flight this thread is leading,
@@ -333,7 +246,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     ///   `Drop`, panics unwinds with that payload; the others are unaffected.
     /// - A leader whose `V::clone` (copying the value for its followers)
     ///   panics unwinds with the clone's payload, and its followers panic
-    ///   with [`LeaderPanicked`] carrying the clone's message.
+    ///   with [`LeaderPanicked`](crate::LeaderPanicked) carrying the clone's message.
     ///
     /// No value is ever dropped inside the group: on the two paths where a
     /// caller unwinds while holding one (the last two items), that value is
@@ -400,7 +313,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// `Duration::ZERO` means "join only if the value is already there",
     /// which in practice means do not wait; `Duration::MAX` (or any timeout
     /// too large for the clock) means wait forever. A caller over
-    /// [`max_followers`](GroupBuilder::max_followers) gets `Err(Timeout)` at
+    /// [`max_followers`](crate::GroupBuilder::max_followers) gets `Err(Timeout)` at
     /// once, as if its budget were zero. A follower elected to rerun a
     /// failed or abandoned flight becomes its leader and, like any leader,
     /// runs `f` to the end whatever its budget.
@@ -411,7 +324,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// # Panics
     ///
     /// Exactly as [`work`](Group::work): a follower of a panicking leader
-    /// panics with [`LeaderPanicked`] (if it has not timed out first), a
+    /// panics with [`LeaderPanicked`](crate::LeaderPanicked) (if it has not timed out first), a
     /// recursive call panics with a message containing "recursive", and a
     /// panic in the key's traits or `V::clone` stays in the calling thread.
     ///
@@ -442,7 +355,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// `f` and how many callers shared the value: Go's `shared` flag, made
     /// precise.
     ///
-    /// A caller over [`max_followers`](GroupBuilder::max_followers) runs
+    /// A caller over [`max_followers`](crate::GroupBuilder::max_followers) runs
     /// its own `f` and reports `Role::Leader` with `callers == 1`.
     ///
     /// # Panics
@@ -475,7 +388,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// The flat form: a wait budget, the role and the caller count, in one
     /// call and one `Result`. A follower waits at most `budget`
     /// (`Duration::MAX` means forever); a caller over
-    /// [`max_followers`](GroupBuilder::max_followers) gets
+    /// [`max_followers`](crate::GroupBuilder::max_followers) gets
     /// [`WaitError::Overloaded`] at once. A leader always runs `f` to the end.
     ///
     /// For values that are `Result`s, [`try_work_within`](Group::try_work_within)
@@ -515,72 +428,6 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         self.run(key, Some(budget), Overflow::Refuse, f, |_| false)
     }
 
-    /// Leads the flight for `key`, or joins it, without running anything:
-    /// the building block for callers that cannot hand over a closure, or
-    /// that want to do other work while they wait. Go's `DoChan`, blocking.
-    ///
-    /// - [`Joined::Leader`]: no flight was running; this caller leads one.
-    ///   Fill its [`LeaderGuard`] with the value. Dropping the guard unfilled
-    ///   abandons the flight: one of the callers in [`work`](Group::work)
-    ///   waiting on it is elected to run its own function, and everyone else
-    ///   (waiters included) gets that run's value; with no such caller,
-    ///   [`Waiter`]s get [`WaitError::Abandoned`]. Dropped while its thread
-    ///   panics, it is a leader panic: followers get [`LeaderPanicked`].
-    /// - [`Joined::Waiter`]: a flight is running; [`Waiter::wait`],
-    ///   [`Waiter::wait_timeout`] or [`Waiter::try_get`] collect its value.
-    ///
-    /// Everything `work` promises holds: recursion is detected, a leader's
-    /// panic reaches its waiters, timeouts leave the flight running,
-    /// `forget`, `max_flight_age`, `max_followers` and the stats apply.
-    /// `work` itself is this call with the closure run by the leader.
-    ///
-    /// # Panics
-    ///
-    /// A call for a key whose flight this thread is leading (holding its
-    /// guard) panics with a message containing "recursive". A panic in the
-    /// key's traits stays in the calling thread.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use sync_singleflight::{Group, Joined};
-    ///
-    /// let group: Group<String, String> = Group::new();
-    /// match group.join("user:1") {
-    ///     Joined::Leader(guard) => {
-    ///         let row = "ada".to_string(); // the slow lookup
-    ///         assert_eq!(guard.fill(row).value, "ada");
-    ///     }
-    ///     Joined::Waiter(mut waiter) => {
-    ///         let _ = waiter.wait_timeout(Duration::from_millis(10));
-    ///     }
-    /// }
-    /// ```
-    pub fn join<Q>(&self, key: &Q) -> Joined<'_, K, V>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToKey<K>,
-    {
-        assert_no_key_code_running();
-        let (ctx, hash) = self.locate(&key);
-        let mut key = Some(key);
-        let entered = ctx.shard.enter(hash, &mut key, ctx.policy, false);
-        match entered {
-            Entered::Leader { id, replacing } => {
-                if replacing {
-                    observe::replaced(ctx.policy);
-                }
-                Joined::Leader(LeaderGuard::new(ctx, id))
-            }
-            Entered::Follower(call) => Joined::Waiter(Waiter::new(ctx, Some(call))),
-            Entered::Full => {
-                observe::overflowed(ctx.policy);
-                Joined::Waiter(Waiter::new(ctx, None))
-            }
-        }
-    }
-
     /// Forgets the flight in progress for `key`, if any, and returns whether
     /// there was one. Go's `Forget`.
     ///
@@ -615,7 +462,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
 
     /// The shard for `key` and everything a flight there needs to know.
     #[inline(always)]
-    fn locate<A: KeyArg<K>>(&self, key: &A) -> (FlightCtx<'_, K, V>, u64) {
+    pub(crate) fn locate<A: KeyArg<K>>(&self, key: &A) -> (FlightCtx<'_, K, V>, u64) {
         // One hash picks the shard and is compared before the key's `Eq`.
         let hash = self.hasher.hash_one(key.lookup());
         let ctx = FlightCtx {
@@ -627,7 +474,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
 
     /// Every `work` variant: lead, follow (or be elected to rerun), or overflow.
     #[inline]
-    fn run<A, F>(
+    pub(crate) fn run<A, F>(
         &self,
         key: A,
         budget: Option<Duration>,
@@ -647,12 +494,12 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         let call = match entered {
             Entered::Leader { id, replacing } => {
                 if replacing {
-                    observe::replaced(ctx.policy);
+                    observe::replaced(&ctx.policy.observer);
                 }
                 return Ok(LeaderGuard::new(ctx, id).run(f, failed));
             }
             Entered::Full => {
-                observe::overflowed(ctx.policy);
+                observe::overflowed(&ctx.policy.observer);
                 drop(key);
                 return match overflow {
                     Overflow::RunOwn => Ok(Outcome {
@@ -666,209 +513,6 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
             Entered::Follower(call) => call,
         };
         follow(ctx, key, call, budget, f, failed)
-    }
-}
-
-/// The follower's side of [`Group::run`]: wait for the flight, or be
-/// elected to rerun it. Kept out of line so the uncontended leader path
-/// stays small enough for the compiler to keep in registers.
-#[inline(never)]
-fn follow<K, V, A, F>(
-    ctx: FlightCtx<'_, K, V>,
-    key: Option<A>,
-    call: Arc<Call<V>>,
-    budget: Option<Duration>,
-    f: F,
-    failed: fn(&V) -> bool,
-) -> Result<Outcome<V>, WaitError>
-where
-    A: KeyArg<K>,
-    F: FnOnce() -> V,
-    V: Clone,
-{
-    // `None` when the deadline does not fit the clock: wait forever.
-    let deadline = budget.and_then(|budget| Instant::now().checked_add(budget));
-    let clock = WaitClock::start();
-    let waited = {
-        let _span = FollowerSpan::enter(ctx.policy);
-        call.wait(deadline, true)
-    };
-    if let Waited::Elected = waited {
-        let id = ctx.shard.claim(&call);
-        drop(call);
-        drop(key);
-        return Ok(LeaderGuard::new(ctx, id).run(f, failed));
-    }
-    drop(call);
-    let counters = &ctx.shard.counters;
-    match waited {
-        // A follower with a function of its own is a candidate: while one
-        // waits, a leader that gives up elects instead of abandoning
-        // (both decided under the shard and call locks).
-        Waited::Elected | Waited::Abandoned => {
-            unreachable!("a candidate is elected, never abandoned")
-        }
-        Waited::Served { value, callers } => {
-            // Dropped only now that the follower is settled, so a
-            // panicking `Drop` cannot strand a registration.
-            if let Err(payload) = drop_caught((f, key)) {
-                counters.record(Event::FollowerOwnPanic);
-                std::mem::forget(value);
-                panic::resume_unwind(payload);
-            }
-            counters.record(Event::FollowerServed);
-            clock.served(ctx.policy);
-            Ok(Outcome {
-                value,
-                role: Role::Follower,
-                callers,
-            })
-        }
-        Waited::TimedOut => {
-            counters.record(Event::FollowerTimeout);
-            clock.timed_out(ctx.policy);
-            drop((f, key));
-            Err(WaitError::Timeout)
-        }
-        Waited::LeaderPanicked(why) => {
-            counters.record(Event::FollowerPanic);
-            clock.leader_panicked(ctx.policy);
-            drop((f, key));
-            panic::resume_unwind(Box::new(why));
-        }
-        Waited::ClonePanicked(payload) => {
-            counters.record(Event::FollowerOwnPanic);
-            // The clone's payload is the one to report.
-            forget_panic(drop_caught((f, key)));
-            panic::resume_unwind(payload);
-        }
-    }
-}
-
-impl<K, T, E, S> Group<K, Result<T, StdArc<E>>, S>
-where
-    K: Hash + Eq,
-    S: BuildHasher,
-    T: Clone,
-{
-    /// Like [`work`](Group::work) for a fallible function: the error is
-    /// wrapped in an `Arc` so every caller of the flight can share it, the
-    /// way moka's `try_get_with` does. The group's value type is
-    /// `Result<T, Arc<E>>`; `E` need not be `Clone`.
-    ///
-    /// An `Err` is a failed flight for the
-    /// [`ErrorPolicy`](crate::ErrorPolicy): shared with every follower by
-    /// default, or, under `Retry`, followers elect one of themselves to run
-    /// again.
-    ///
-    /// # Panics
-    ///
-    /// Exactly as [`work`](Group::work).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use sync_singleflight::Group;
-    ///
-    /// #[derive(Debug)]
-    /// struct DbError(String); // not Clone
-    ///
-    /// let users: Group<u64, Result<String, Arc<DbError>>> = Group::new();
-    /// let name = users.try_work(&1, || Ok::<_, DbError>("ada".to_string()));
-    /// assert_eq!(name.unwrap(), "ada");
-    /// let missing = users.try_work(&2, || Err(DbError("no row".into())));
-    /// assert_eq!(missing.unwrap_err().0, "no row");
-    /// ```
-    pub fn try_work<Q, F>(&self, key: &Q, f: F) -> Result<T, StdArc<E>>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToKey<K>,
-        F: FnOnce() -> Result<T, E>,
-    {
-        self.run_fallible(key, None, Overflow::RunOwn, f)
-            .unwrap_or_else(|_| unreachable!("a call without a budget never fails to wait"))
-            .value
-    }
-
-    /// [`try_work`](Group::try_work) with a wait budget, the role and the
-    /// caller count, flattened into one `Result`: the function's error,
-    /// a timeout and an overload are all [`TryError`] variants.
-    ///
-    /// # Panics
-    ///
-    /// Exactly as [`work`](Group::work).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use std::time::Duration;
-    /// use sync_singleflight::{Group, Role, TryError};
-    ///
-    /// let group: Group<u64, Result<u32, Arc<std::io::Error>>> = Group::new();
-    /// let outcome = group
-    ///     .try_work_within(&1, Duration::from_millis(100), || Ok::<_, std::io::Error>(7))
-    ///     .unwrap();
-    /// assert_eq!((outcome.value, outcome.role, outcome.callers), (7, Role::Leader, 1));
-    /// ```
-    pub fn try_work_within<Q, F>(
-        &self,
-        key: &Q,
-        budget: Duration,
-        f: F,
-    ) -> Result<Outcome<T>, TryError<E>>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToKey<K>,
-        F: FnOnce() -> Result<T, E>,
-    {
-        let outcome = self.run_fallible(key, Some(budget), Overflow::Refuse, f)?;
-        match outcome.value {
-            Ok(value) => Ok(Outcome {
-                value,
-                role: outcome.role,
-                callers: outcome.callers,
-            }),
-            Err(error) => Err(TryError::Failed(error)),
-        }
-    }
-
-    /// A fallible function's run: its error is wrapped for sharing, and an
-    /// `Err` is a failed flight for the error policy.
-    fn run_fallible<Q, F>(
-        &self,
-        key: &Q,
-        budget: Option<Duration>,
-        overflow: Overflow,
-        f: F,
-    ) -> Result<Outcome<Result<T, StdArc<E>>>, WaitError>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToKey<K>,
-        F: FnOnce() -> Result<T, E>,
-    {
-        self.run(
-            key,
-            budget,
-            overflow,
-            || f().map_err(StdArc::new),
-            Result::is_err,
-        )
-    }
-}
-
-/// Drops what a caller brought (its unused closure, its key), catching a
-/// panic in their `Drop` so the caller can settle its accounts first.
-pub(crate) fn drop_caught<T>(leftovers: T) -> Result<(), Box<dyn Any + Send>> {
-    panic::catch_unwind(AssertUnwindSafe(move || drop(leftovers)))
-}
-
-/// Discards a second panic's payload (without running its `Drop`, which is
-/// user code too), keeping the first one the caller is about to resume.
-pub(crate) fn forget_panic(result: Result<(), Box<dyn Any + Send>>) {
-    if let Err(second) = result {
-        std::mem::forget(second);
     }
 }
 
@@ -890,7 +534,7 @@ impl<K, V, S> fmt::Debug for Group<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
             .field("in_flight", &self.in_flight())
-            .field("name", &self.policy.name)
+            .field("name", &self.policy.observer.name)
             .field("shards", &self.map.shard_count())
             .finish_non_exhaustive()
     }

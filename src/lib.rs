@@ -49,8 +49,8 @@
 //! | `f` panics | unwinds with its original payload | unwinds with [`LeaderPanicked`] (carrying the message); its own `f` never runs |
 //! | `f` panics, or [`try_work`](Group::try_work)'s `f` returns `Err`, under [`ErrorPolicy::Retry`] | unwinds / gets its error | exactly one of them is elected to rerun the flight with its own `f` (at most `retries` times in a row); the rest, waiters included, stay on the flight and get that run's result |
 //! | [`forget`](Group::forget) during the flight | gets `v`; leaves any newer flight alone | followers already waiting get `v`; new callers start a new flight |
-//! | the flight is older than [`max_flight_age`](GroupBuilder::max_flight_age) when a new caller arrives | keeps running, gets `v` alone, leaves the replacement alone | are adopted by the replacement flight, which that new caller leads, and get its value |
-//! | the flight already has [`max_followers`](GroupBuilder::max_followers) waiting | — | a newcomer does not join: it runs its own `f` in `work`, gets `Err(Timeout)` / `Overloaded` where the call has an error |
+//! | the flight is older than [`max_flight_age`](crate::GroupBuilder::max_flight_age) when a new caller arrives | keeps running, gets `v` alone, leaves the replacement alone | are adopted by the replacement flight, which that new caller leads, and get its value |
+//! | the flight already has [`max_followers`](crate::GroupBuilder::max_followers) waiting | — | a newcomer does not join: it runs its own `f` in `work`, gets `Err(Timeout)` / `Overloaded` where the call has an error |
 //! | [`work_timeout`](Group::work_timeout) / [`work_within`](Group::work_within) | is never cut short | gives up with [`Timeout`] / [`WaitError::Timeout`]; the flight goes on |
 //! | a [`LeaderGuard`] from [`join`](Group::join) is dropped unfilled | — | one `work` follower is elected to rerun the flight with its `f`, and the rest get that run's value; with no `work` follower, [`Waiter`]s get [`WaitError::Abandoned`] |
 //! | the key's flight is led by this very thread (or a [`Waiter`] is asked to wait for one: its thread led the replacement that adopted it, or was elected to rerun it) | — | panics at once with "recursive" instead of deadlocking |
@@ -232,20 +232,29 @@ pub mod redis;
 
 mod call;
 mod error;
+mod fallible;
+mod flights;
+mod follower;
 mod group;
 mod join;
 mod key;
+mod leader;
 mod observe;
+mod outcome;
 mod policy;
 mod sharded_map;
 mod stats;
 mod sync;
+mod unwind;
 
 pub use builder::{GroupBuilder, MAX_SHARDS};
 pub use error::{LeaderPanicked, Timeout, TryError, WaitError};
-pub use group::{Group, Outcome, Role};
-pub use join::{Joined, LeaderGuard, Waiter};
+pub use follower::Waiter;
+pub use group::Group;
+pub use join::Joined;
 pub use key::ToKey;
+pub use leader::LeaderGuard;
+pub use outcome::{Outcome, Role};
 pub use policy::ErrorPolicy;
 pub use stats::Stats;
 #[cfg(loom)]

@@ -7,10 +7,9 @@
 //! no-op the compiler removes, so the call path is the same as without
 //! this module.
 
+use std::borrow::Cow;
 #[cfg(feature = "metrics")]
 use std::time::Instant;
-
-use crate::policy::Policy;
 
 /// Watches a leader's flight from its start to its landing.
 pub(crate) struct LeaderWatch {
@@ -51,26 +50,45 @@ pub(crate) struct Handles {
     callers: metrics::Histogram,
 }
 
-#[cfg(feature = "metrics")]
-fn handles(policy: &Policy) -> &Handles {
-    policy.metrics.get_or_init(|| {
-        let group = policy.name.to_string();
-        let counter = |name: &'static str| metrics::counter!(name, "group" => group.clone());
-        let histogram = |name: &'static str| metrics::histogram!(name, "group" => group.clone());
-        Handles {
-            flights: counter("singleflight_flights_total"),
-            followers_served: counter("singleflight_followers_served_total"),
-            follower_timeouts: counter("singleflight_follower_timeouts_total"),
-            leader_panics: counter("singleflight_leader_panics_total"),
-            follower_panics: counter("singleflight_follower_panics_total"),
-            replacements: counter("singleflight_replacements_total"),
-            retries: counter("singleflight_retries_total"),
-            overflows: counter("singleflight_overflows_total"),
-            leader_run: histogram("singleflight_leader_run_seconds"),
-            follower_wait: histogram("singleflight_follower_wait_seconds"),
-            callers: histogram("singleflight_callers_per_flight"),
+/// A group as the tools see it: the name that labels its spans and metrics
+/// and, with the `metrics` feature, its metric handles.
+pub(crate) struct Observer {
+    pub(crate) name: Cow<'static, str>,
+    #[cfg(feature = "metrics")]
+    handles: once_cell::sync::OnceCell<Handles>,
+}
+
+impl Observer {
+    pub(crate) fn new(name: Cow<'static, str>) -> Self {
+        Observer {
+            name,
+            #[cfg(feature = "metrics")]
+            handles: once_cell::sync::OnceCell::new(),
         }
-    })
+    }
+
+    #[cfg(feature = "metrics")]
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| {
+            let group = self.name.to_string();
+            let counter = |name: &'static str| metrics::counter!(name, "group" => group.clone());
+            let histogram =
+                |name: &'static str| metrics::histogram!(name, "group" => group.clone());
+            Handles {
+                flights: counter("singleflight_flights_total"),
+                followers_served: counter("singleflight_followers_served_total"),
+                follower_timeouts: counter("singleflight_follower_timeouts_total"),
+                leader_panics: counter("singleflight_leader_panics_total"),
+                follower_panics: counter("singleflight_follower_panics_total"),
+                replacements: counter("singleflight_replacements_total"),
+                retries: counter("singleflight_retries_total"),
+                overflows: counter("singleflight_overflows_total"),
+                leader_run: histogram("singleflight_leader_run_seconds"),
+                follower_wait: histogram("singleflight_follower_wait_seconds"),
+                callers: histogram("singleflight_callers_per_flight"),
+            }
+        })
+    }
 }
 
 impl LeaderWatch {
@@ -79,13 +97,13 @@ impl LeaderWatch {
         not(any(feature = "tracing", feature = "metrics")),
         allow(unused_variables)
     )]
-    pub(crate) fn start(policy: &Policy) -> Self {
+    pub(crate) fn start(group: &Observer) -> Self {
         #[cfg(feature = "metrics")]
-        handles(policy).flights.increment(1);
+        group.handles().flights.increment(1);
         LeaderWatch {
             #[cfg(feature = "tracing")]
             _span:
-                tracing::debug_span!("singleflight.flight", group = %policy.name, role = "leader")
+                tracing::debug_span!("singleflight.flight", group = %group.name, role = "leader")
                     .entered(),
             #[cfg(feature = "metrics")]
             started: Instant::now(),
@@ -98,10 +116,10 @@ impl LeaderWatch {
         not(any(feature = "tracing", feature = "metrics")),
         allow(unused_variables)
     )]
-    pub(crate) fn landed(self, policy: &Policy, callers: usize) {
+    pub(crate) fn landed(self, group: &Observer, callers: usize) {
         #[cfg(feature = "metrics")]
         {
-            let handles = handles(policy);
+            let handles = group.handles();
             handles
                 .leader_run
                 .record(self.started.elapsed().as_secs_f64());
@@ -118,10 +136,10 @@ impl LeaderWatch {
         not(any(feature = "tracing", feature = "metrics")),
         allow(unused_variables)
     )]
-    pub(crate) fn panicked(self, policy: &Policy) {
+    pub(crate) fn panicked(self, group: &Observer) {
         #[cfg(feature = "metrics")]
         {
-            let handles = handles(policy);
+            let handles = group.handles();
             handles
                 .leader_run
                 .record(self.started.elapsed().as_secs_f64());
@@ -142,11 +160,11 @@ impl LeaderWatch {
 impl FollowerSpan {
     #[inline]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub(crate) fn enter(policy: &Policy) -> Self {
+    pub(crate) fn enter(group: &Observer) -> Self {
         FollowerSpan {
             #[cfg(feature = "tracing")]
             _span:
-                tracing::debug_span!("singleflight.flight", group = %policy.name, role = "follower")
+                tracing::debug_span!("singleflight.flight", group = %group.name, role = "follower")
                     .entered(),
         }
     }
@@ -163,10 +181,10 @@ impl WaitClock {
 
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn served(&self, policy: &Policy) {
+    pub(crate) fn served(&self, group: &Observer) {
         #[cfg(feature = "metrics")]
         {
-            let handles = handles(policy);
+            let handles = group.handles();
             handles.followers_served.increment(1);
             handles
                 .follower_wait
@@ -179,18 +197,18 @@ impl WaitClock {
         not(any(feature = "tracing", feature = "metrics")),
         allow(unused_variables)
     )]
-    pub(crate) fn timed_out(&self, policy: &Policy) {
+    pub(crate) fn timed_out(&self, group: &Observer) {
         #[cfg(feature = "metrics")]
-        handles(policy).follower_timeouts.increment(1);
+        group.handles().follower_timeouts.increment(1);
         #[cfg(feature = "tracing")]
-        tracing::debug!(group = %policy.name, "a follower gave up waiting; the flight goes on");
+        tracing::debug!(group = %group.name, "a follower gave up waiting; the flight goes on");
     }
 
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn leader_panicked(&self, policy: &Policy) {
+    pub(crate) fn leader_panicked(&self, group: &Observer) {
         #[cfg(feature = "metrics")]
-        handles(policy).follower_panics.increment(1);
+        group.handles().follower_panics.increment(1);
     }
 }
 
@@ -200,12 +218,12 @@ impl WaitClock {
     not(any(feature = "tracing", feature = "metrics")),
     allow(unused_variables)
 )]
-pub(crate) fn replaced(policy: &Policy) {
+pub(crate) fn replaced(group: &Observer) {
     #[cfg(feature = "metrics")]
-    handles(policy).replacements.increment(1);
+    group.handles().replacements.increment(1);
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        group = %policy.name,
+        group = %group.name,
         "a flight outlived max_flight_age; a replacement flight starts and its followers move over"
     );
 }
@@ -216,12 +234,12 @@ pub(crate) fn replaced(policy: &Policy) {
     not(any(feature = "tracing", feature = "metrics")),
     allow(unused_variables)
 )]
-pub(crate) fn retried(policy: &Policy) {
+pub(crate) fn retried(group: &Observer) {
     #[cfg(feature = "metrics")]
-    handles(policy).retries.increment(1);
+    group.handles().retries.increment(1);
     #[cfg(feature = "tracing")]
     tracing::info!(
-        group = %policy.name,
+        group = %group.name,
         "a flight failed; one of its followers is elected to run it again"
     );
 }
@@ -232,9 +250,9 @@ pub(crate) fn retried(policy: &Policy) {
     not(any(feature = "tracing", feature = "metrics")),
     allow(unused_variables)
 )]
-pub(crate) fn overflowed(policy: &Policy) {
+pub(crate) fn overflowed(group: &Observer) {
     #[cfg(feature = "metrics")]
-    handles(policy).overflows.increment(1);
+    group.handles().overflows.increment(1);
     #[cfg(feature = "tracing")]
-    tracing::debug!(group = %policy.name, "a flight is at max_followers; a caller did not join");
+    tracing::debug!(group = %group.name, "a flight is at max_followers; a caller did not join");
 }

@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::observe::Observer;
+
 /// What the followers of a failed flight do. Chosen with
 /// [`GroupBuilder::error_policy`](crate::GroupBuilder::error_policy).
 ///
@@ -54,11 +56,8 @@ pub(crate) struct Policy {
     pub(crate) max_flight_age: Option<Duration>,
     pub(crate) max_followers: Option<usize>,
     pub(crate) retries: u32,
-    /// Identifies the group in traces and metrics.
-    #[cfg_attr(not(any(feature = "tracing", feature = "metrics")), allow(dead_code))]
-    pub(crate) name: Cow<'static, str>,
-    #[cfg(feature = "metrics")]
-    pub(crate) metrics: once_cell::sync::OnceCell<crate::observe::Handles>,
+    /// The group's name, and what the tracing and metrics hooks keep.
+    pub(crate) observer: Observer,
 }
 
 impl Default for Policy {
@@ -67,9 +66,7 @@ impl Default for Policy {
             max_flight_age: None,
             max_followers: None,
             retries: 0,
-            name: Cow::Borrowed("default"),
-            #[cfg(feature = "metrics")]
-            metrics: once_cell::sync::OnceCell::new(),
+            observer: Observer::new(Cow::Borrowed("default")),
         }
     }
 }

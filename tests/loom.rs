@@ -461,7 +461,8 @@ fn a_waiter_adopted_by_its_own_threads_replacement_never_waits_for_itself() {
                 guard.fill(9);
             }
         }
-        assert_eq!(leader.join().unwrap(), 7);
+        // 9 when this thread led first and the other followed it.
+        assert!(matches!(leader.join().unwrap(), 7 | 9));
         clock.join().unwrap();
         assert_quiet(&group);
     });
