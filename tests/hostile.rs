@@ -13,13 +13,14 @@ use std::any::Any;
 use std::hash::{Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    blocked_leader, panic_message, quiet_expected_panics, spawn_follower, wait_until, with_deadline,
+    BadCapture, ClonesLeft, blocked_leader, panic_message, quiet_expected_panics, spawn_follower,
+    spawn_leader, wait_for_followers, with_deadline,
 };
 use sync_singleflight::{Group, LeaderPanicked, Stats};
 
@@ -168,16 +169,14 @@ fn a_key_whose_eq_calls_back_into_the_group_panics_and_the_flight_goes_on() {
     quiet_expected_panics();
     with_deadline("reentrant_eq", || {
         let group: &'static Group<MeteredKey, u32> = &REENTRANT;
-        let (entered, leader_entered) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();
-        let leader = thread::spawn(move || {
+        let leader = spawn_leader(&group, move |group, running| {
             group.work(&MeteredKey::plain(7), || {
-                entered.send(()).unwrap();
+                running();
                 released.recv().unwrap();
                 70
             })
         });
-        leader_entered.recv().unwrap();
         let hooked = MeteredKey {
             id: 7,
             hook_on_clone: false,
@@ -196,17 +195,6 @@ fn a_key_whose_eq_calls_back_into_the_group_panics_and_the_flight_goes_on() {
 
 // ---------------------------------------------------------------------
 // 2. A follower's closure panics on `Drop`, and so does the value.
-
-/// A closure capture whose `Drop` panics (when not already unwinding).
-struct BadCapture;
-
-impl Drop for BadCapture {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            panic!("expected-panic in F::drop");
-        }
-    }
-}
 
 /// A value whose `Drop` panics, even while another panic unwinds (which,
 /// inside the group, would abort the process), once armed.
@@ -285,19 +273,17 @@ fn a_follower_whose_owned_key_panics_on_drop_is_counted_once() {
     with_deadline("owned_key_drop", || {
         let group = Arc::new(Group::<BombKey, u32>::new());
         let armed = Arc::new(AtomicBool::new(false));
-        let (entered, leader_entered) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();
-        let leader = {
-            let (group, armed) = (group.clone(), armed.clone());
-            thread::spawn(move || {
+        let leader = spawn_leader(&group, {
+            let armed = armed.clone();
+            move |group, running| {
                 group.work_owned(BombKey(5, armed), || {
-                    entered.send(()).unwrap();
+                    running();
                     released.recv().unwrap();
                     50
                 })
-            })
-        };
-        leader_entered.recv().unwrap();
+            }
+        });
         let follower = {
             let armed = Arc::new(AtomicBool::new(true));
             spawn_follower(&group, 1, move |group| {
@@ -323,16 +309,14 @@ fn a_follower_whose_owned_key_panics_on_drop_is_counted_once() {
 /// A value whose first clone panics and whose `Drop` panics once armed.
 #[derive(Debug)]
 struct BrittleGrenade {
-    clones_left: Arc<AtomicIsize>,
+    clones_left: ClonesLeft,
     armed: Arc<AtomicBool>,
 }
 
 impl Clone for BrittleGrenade {
     fn clone(&self) -> Self {
-        let left = self.clones_left.fetch_sub(1, Ordering::SeqCst) - 1;
-        assert!(left != 0, "expected-panic in V::clone");
         BrittleGrenade {
-            clones_left: self.clones_left.clone(),
+            clones_left: self.clones_left.take(),
             armed: self.armed.clone(),
         }
     }
@@ -355,26 +339,22 @@ fn a_leader_clone_panic_keeps_its_payload_even_if_the_value_panics_on_drop() {
             const FOLLOWERS: usize = 2;
             let armed = Arc::new(AtomicBool::new(true));
             let group = Arc::new(Group::<u64, BrittleGrenade>::new());
-            let (entered, leader_entered) = mpsc::channel();
-            let leader = {
-                let (group, armed) = (group.clone(), armed.clone());
-                thread::spawn(move || {
+            let leader = spawn_leader(&group, {
+                let armed = armed.clone();
+                move |group, running| {
                     catch(|| {
                         group.work(&1, || {
-                            entered.send(()).unwrap();
-                            wait_until("followers joined", || {
-                                group.stats().followers_joined == FOLLOWERS as u64
-                            });
+                            running();
+                            wait_for_followers(group, FOLLOWERS as u64);
                             BrittleGrenade {
-                                clones_left: Arc::new(AtomicIsize::new(1)),
+                                clones_left: ClonesLeft::new(1),
                                 armed,
                             }
                         })
                     })
                     .map(std::mem::forget)
-                })
-            };
-            leader_entered.recv().unwrap();
+                }
+            });
             let followers: Vec<_> = (0..FOLLOWERS)
                 .map(|_| {
                     let group = group.clone();
@@ -496,15 +476,13 @@ fn string_keys_still_recycle_a_spare_buffer() {
 /// A value whose clone numbered `panicking` (counting from 1) panics.
 #[derive(Debug)]
 struct Fragile {
-    clones_left: Arc<AtomicIsize>,
+    clones_left: ClonesLeft,
 }
 
 impl Clone for Fragile {
     fn clone(&self) -> Self {
-        let left = self.clones_left.fetch_sub(1, Ordering::SeqCst) - 1;
-        assert!(left != 0, "expected-panic in V::clone");
         Fragile {
-            clones_left: self.clones_left.clone(),
+            clones_left: self.clones_left.take(),
         }
     }
 }
@@ -515,23 +493,16 @@ fn callers_counts_every_follower_the_value_was_handed_to() {
     with_deadline("callers_with_clone_panic", || {
         const FOLLOWERS: usize = 3;
         let group = Arc::new(Group::<u64, Fragile>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                group.work_with_role(&1, || {
-                    entered.send(()).unwrap();
-                    wait_until("followers joined", || {
-                        group.stats().followers_joined == FOLLOWERS as u64
-                    });
-                    // Clone 1 is the leader's copy; clone 2 the first follower's.
-                    Fragile {
-                        clones_left: Arc::new(AtomicIsize::new(2)),
-                    }
-                })
+        let leader = spawn_leader(&group, |group, running| {
+            group.work_with_role(&1, || {
+                running();
+                wait_for_followers(group, FOLLOWERS as u64);
+                // Clone 1 is the leader's copy; clone 2 the first follower's.
+                Fragile {
+                    clones_left: ClonesLeft::new(2),
+                }
             })
-        };
-        leader_entered.recv().unwrap();
+        });
         let followers: Vec<_> = (0..FOLLOWERS)
             .map(|_| {
                 let group = group.clone();
@@ -673,20 +644,15 @@ fn counters_hold_after_every_hostile_case_in_one_group() {
         release.send(()).unwrap();
         leader.join().unwrap();
         assert!(bad.join().unwrap().is_err());
-        let (entered, leader_entered) = mpsc::channel();
-        let panicking = {
-            let group = group.clone();
-            thread::spawn(move || {
-                catch(|| {
-                    group.work(&2, || {
-                        entered.send(()).unwrap();
-                        wait_until("a follower joined", || group.stats().followers_joined == 3);
-                        panic!("expected-panic in f")
-                    })
+        let panicking = spawn_leader(&group, |group, running| {
+            catch(|| {
+                group.work(&2, || {
+                    running();
+                    wait_for_followers(group, 3);
+                    panic!("expected-panic in f")
                 })
             })
-        };
-        leader_entered.recv().unwrap();
+        });
         let follower = {
             let (group, served) = (group.clone(), served.clone());
             thread::spawn(move || {

@@ -10,8 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    EqProbe, Gate, assert_quiet, blocked_leader, counting_followers, panic_message,
-    quiet_expected_panics, spawn_follower, wait_until, with_deadline,
+    EqProbe, Gate, assert_quiet, assert_stats, blocked_leader, counting_followers,
+    counting_followers_with, gated, panic_message, quiet_expected_panics, spawn_follower,
+    wait_until, with_deadline,
 };
 use sync_singleflight::{ErrorPolicy, Group, Joined, LeaderPanicked, Role, TryError, WaitError};
 
@@ -39,18 +40,13 @@ fn guard_held_then_panicking(
     gate: &Arc<Gate>,
     message: &'static str,
 ) -> thread::JoinHandle<std::thread::Result<()>> {
-    let leader = {
-        let (group, gate) = (Arc::clone(group), Arc::clone(gate));
-        thread::spawn(move || {
-            panic::catch_unwind(AssertUnwindSafe(|| {
-                let _guard = leader_of(group.join(&1));
-                gate.pass();
-                panic::panic_any(message);
-            }))
-        })
-    };
-    wait_until("the guard is held", || gate.reached() == 1);
-    leader
+    gated(group, gate, move |group, gate| {
+        panic::catch_unwind(AssertUnwindSafe(|| {
+            let _guard = leader_of(group.join(&1));
+            gate.pass();
+            panic::panic_any(message);
+        }))
+    })
 }
 
 fn leader_of<K, V>(joined: Joined<'_, K, V>) -> sync_singleflight::LeaderGuard<'_, K, V> {
@@ -112,15 +108,12 @@ fn a_guard_dropped_unfilled_with_followers_parked() {
         let key = EqProbe::new(1);
         let group = Arc::new(Group::<EqProbe, u64>::new());
         let guard = leader_of(group.join(&key));
-        let runs = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<_> = (1..=3)
-            .map(|joined| {
-                let (key, runs) = (key.clone(), Arc::clone(&runs));
-                spawn_follower(&group, joined, move |g| {
-                    g.work_with_role(&key, || 50 + runs.fetch_add(1, Ordering::SeqCst) as u64)
-                })
-            })
-            .collect();
+        let (runs, workers) = counting_followers_with(&group, 3, {
+            let key = key.clone();
+            move |g, runs| {
+                g.work_with_role(&key, || 50 + runs.fetch_add(1, Ordering::SeqCst) as u64)
+            }
+        });
         let waiters: Vec<_> = (4..=5)
             .map(|joined| waiter_thread(&group, joined, key.clone()))
             .collect();
@@ -139,12 +132,13 @@ fn a_guard_dropped_unfilled_with_followers_parked() {
             1
         );
         assert_eq!(key.eqs(), eqs, "nobody re-entered the table");
-        let stats = group.stats();
-        assert_eq!(stats.leader_abandons, 1);
-        assert_eq!(stats.followers_promoted, 1);
-        assert_eq!(stats.followers_abandoned, 0);
-        assert_eq!(stats.followers_served, 4);
-        assert_eq!(stats.retries, 0);
+        assert_stats!(group, {
+            leader_abandons: 1,
+            followers_promoted: 1,
+            followers_abandoned: 0,
+            followers_served: 4,
+            retries: 0,
+        });
         assert_quiet(&*group);
     });
 }
@@ -411,18 +405,14 @@ fn a_waiter_sees_the_leaders_panic() {
     with_deadline("waiter_panic", || {
         let group = Arc::new(Group::<u64, u64>::new());
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                panic::catch_unwind(AssertUnwindSafe(|| {
-                    group.work(&1, || -> u64 {
-                        gate.pass();
-                        panic!("expected-panic: backend")
-                    })
-                }))
-            })
-        };
-        wait_until("the leader runs", || gate.reached() == 1);
+        let leader = gated(&group, &gate, |group, gate| {
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                group.work(&1, || -> u64 {
+                    gate.pass();
+                    panic!("expected-panic: backend")
+                })
+            }))
+        });
         let waiter = waiter_of(group.join(&1));
         let mut polled = waiter_of(group.join(&1));
         gate.open();
@@ -468,16 +458,15 @@ fn a_guards_flight_is_replaced_for_its_age() {
         let eqs = key.eqs();
         thread::sleep(age + Duration::from_millis(5));
         let gate = Arc::new(Gate::default());
-        let replacement = {
-            let (group, gate, key) = (Arc::clone(&group), Arc::clone(&gate), key.clone());
-            thread::spawn(move || {
+        let replacement = gated(&group, &gate, {
+            let key = key.clone();
+            move |group, gate| {
                 group.work_with_role(&key, || {
                     gate.pass();
                     2
                 })
-            })
-        };
-        wait_until("the replacement runs", || gate.reached() == 1);
+            }
+        });
         // The old guard still fills: only its leader gets the value; its
         // followers (a waiter and a worker) went with the replacement.
         let old = guard.fill(1);
@@ -505,16 +494,12 @@ fn work_within_reports_role_and_callers_with_a_budget() {
     with_deadline("work_within", || {
         let group = Arc::new(Group::<u64, u64>::new());
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                group.work_within(&1, Duration::ZERO, || {
-                    gate.pass();
-                    5
-                })
+        let leader = gated(&group, &gate, |group, gate| {
+            group.work_within(&1, Duration::ZERO, || {
+                gate.pass();
+                5
             })
-        };
-        wait_until("the leader runs", || gate.reached() == 1);
+        });
         let followers: Vec<_> = (1..=2)
             .map(|joined| {
                 spawn_follower(&group, joined, |g| {
@@ -568,16 +553,12 @@ fn try_work_within_flattens_value_error_and_timeout() {
         );
 
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                group.try_work_within(&1, Duration::ZERO, || {
-                    gate.pass();
-                    Err::<u64, _>(Fail("db down"))
-                })
+        let leader = gated(&group, &gate, |group, gate| {
+            group.try_work_within(&1, Duration::ZERO, || {
+                gate.pass();
+                Err::<u64, _>(Fail("db down"))
             })
-        };
-        wait_until("the leader runs", || gate.reached() == 1);
+        });
         let follower = spawn_follower(&group, 1, |g| {
             g.try_work_within(&1, Duration::MAX, || -> Result<u64, Fail> {
                 unreachable!()
@@ -712,16 +693,12 @@ fn a_waiter_whose_thread_is_elected_to_rerun_its_flight_panics_as_recursive() {
                 .build(),
         );
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                group.try_work(&1, || {
-                    gate.pass();
-                    Err("expected-panic: the first run fails")
-                })
+        let leader = gated(&group, &gate, |group, gate| {
+            group.try_work(&1, || {
+                gate.pass();
+                Err("expected-panic: the first run fails")
             })
-        };
-        wait_until("the leader runs", || gate.reached() == 1);
+        });
         let waiter = waiter_of(group.join(&1));
         // Fails the first run once this thread has joined it a second time,
         // now with a function of its own (a candidate for the rerun).

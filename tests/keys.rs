@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{assert_quiet, blocked_leader, spawn_follower, with_deadline};
+use common::{Gate, assert_quiet, blocked_leader, gated, spawn_follower, with_deadline};
 use sync_singleflight::{Group, Joined, Role, ToKey};
 
 /// Leads `owned` (blocked), then checks that a caller using `borrowed`
@@ -133,17 +133,13 @@ impl ToKey<SessionKey> for TenantId {
 fn a_user_type_implementing_to_key() {
     with_deadline("to_key", || {
         let group = Arc::new(Group::<SessionKey, u64>::new());
-        let gate = Arc::new(common::Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            std::thread::spawn(move || {
-                group.work(&TenantId(7), || {
-                    gate.pass();
-                    70
-                })
+        let gate = Arc::new(Gate::default());
+        let leader = gated(&group, &gate, |group, gate| {
+            group.work(&TenantId(7), || {
+                gate.pass();
+                70
             })
-        };
-        common::wait_until("the leader runs", || gate.reached() == 1);
+        });
         let before = TO_KEY_CALLS.load(Ordering::SeqCst);
         let follower = spawn_follower(&group, 1, |g| g.work(&TenantId(7), || unreachable!()));
         // Only a leader makes an owned key; a follower never does.
@@ -170,17 +166,13 @@ fn work_owned_takes_a_composite_key_and_meets_borrowed_callers() {
         assert_eq!(leader.join().unwrap(), "row");
         assert_eq!(owned.join().unwrap(), "row");
         // And the other way round: an owned-key leader, a borrowed follower.
-        let gate = Arc::new(common::Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            std::thread::spawn(move || {
-                group.work_owned(("acme".to_string(), 43), || {
-                    gate.pass();
-                    "row 43".to_string()
-                })
+        let gate = Arc::new(Gate::default());
+        let leader = gated(&group, &gate, |group, gate| {
+            group.work_owned(("acme".to_string(), 43), || {
+                gate.pass();
+                "row 43".to_string()
             })
-        };
-        common::wait_until("the owned-key leader runs", || gate.reached() == 1);
+        });
         let borrowed = spawn_follower(&group, 2, |g| {
             g.work(&("acme".to_string(), 43), || unreachable!())
         });

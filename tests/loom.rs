@@ -21,7 +21,9 @@ use std::time::Duration;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use sync_singleflight::{ErrorPolicy, Group, Joined, LeaderPanicked, Role, Timeout, WaitError};
+use sync_singleflight::{
+    ErrorPolicy, Group, Joined, LeaderPanicked, Outcome, Role, Stats, Timeout, WaitError,
+};
 
 /// Panics are part of several models; their messages would flood the
 /// output once per explored interleaving.
@@ -44,6 +46,74 @@ fn three_callers<T: 'static>(call: impl Fn() -> T + Clone + Send + 'static) -> [
     [a.join().unwrap(), b.join().unwrap(), c]
 }
 
+// `tests/common` drives std threads, so the models keep their own helpers.
+
+/// Runs `call` on a spawned thread with its own handle to `group`.
+fn spawn_on<V: 'static, T: 'static>(
+    group: &Arc<Group<u32, V>>,
+    call: impl FnOnce(&Group<u32, V>) -> T + 'static,
+) -> thread::JoinHandle<T> {
+    let group = group.clone();
+    thread::spawn(move || call(&group))
+}
+
+/// Three concurrent callers of key 1 (see [`three_callers`]) whose
+/// functions count their runs in `runs` and return 7; what each got.
+fn three_counting_callers(
+    group: &Arc<Group<u32, usize>>,
+    runs: &Arc<AtomicUsize>,
+) -> [Outcome<usize>; 3] {
+    three_callers({
+        let (group, runs) = (group.clone(), runs.clone());
+        move || {
+            group.work_with_role(&1, || {
+                runs.fetch_add(1, Ordering::Relaxed);
+                7
+            })
+        }
+    })
+}
+
+/// Three concurrent callers of key 1 (see [`three_callers`]) running `f`,
+/// each catching a panic of its `work` call; what each got.
+fn three_catching_callers<V: Clone + Send + 'static>(
+    group: &Arc<Group<u32, V>>,
+    f: impl Fn() -> V + Clone + Send + 'static,
+) -> [std::thread::Result<V>; 3] {
+    three_callers({
+        let group = group.clone();
+        move || panic::catch_unwind(AssertUnwindSafe(|| group.work(&1, f.clone())))
+    })
+}
+
+/// A caller of key 1 whose function counts its run in `runs` and returns
+/// `value`.
+fn counting_caller(
+    group: &Arc<Group<u32, u32>>,
+    runs: &Arc<AtomicUsize>,
+    value: u32,
+) -> impl FnOnce() -> u32 + Send + 'static {
+    let (group, runs) = (group.clone(), runs.clone());
+    move || {
+        group.work(&1, || {
+            runs.fetch_add(1, Ordering::Relaxed);
+            value
+        })
+    }
+}
+
+/// A group whose flights may turn too old at any point: the model's clock
+/// thread (returned, to be joined) ages every flight at once.
+fn aging_group<V: Clone + 'static>() -> (Arc<Group<u32, V>>, thread::JoinHandle<()>) {
+    let group = Arc::new(
+        Group::<u32, V>::builder()
+            .max_flight_age(Duration::from_secs(1))
+            .build(),
+    );
+    let clock = thread::spawn(sync_singleflight::loom_clock::age_every_flight);
+    (group, clock)
+}
+
 fn assert_quiet<V>(group: &Group<u32, V>) {
     assert_eq!(group.in_flight(), 0, "an entry was left behind");
     let stats = group.stats();
@@ -51,6 +121,21 @@ fn assert_quiet<V>(group: &Group<u32, V>) {
         stats.followers_unaccounted(),
         0,
         "a follower is unaccounted for: {stats:?}"
+    );
+}
+
+/// How many of `outcomes` led.
+fn count_leaders<V>(outcomes: &[Outcome<V>]) -> usize {
+    outcomes.iter().filter(|o| o.role == Role::Leader).count()
+}
+
+/// Asserts that the flights started (leaders' runs and promoted followers'
+/// reruns) number `runs`.
+fn assert_runs_started_flights(stats: &Stats, runs: u64) {
+    assert_eq!(
+        stats.leader_runs + stats.followers_promoted,
+        runs,
+        "{stats:?}"
     );
 }
 
@@ -62,18 +147,10 @@ fn leader_completes_while_followers_join() {
     model(|| {
         let group = Arc::new(Group::<u32, usize>::new());
         let runs = Arc::new(AtomicUsize::new(0));
-        let outcomes = three_callers({
-            let (group, runs) = (group.clone(), runs.clone());
-            move || {
-                group.work_with_role(&1, || {
-                    runs.fetch_add(1, Ordering::Relaxed);
-                    7
-                })
-            }
-        });
+        let outcomes = three_counting_callers(&group, &runs);
 
         assert!(outcomes.iter().all(|o| o.value == 7));
-        let leaders = outcomes.iter().filter(|o| o.role == Role::Leader).count();
+        let leaders = count_leaders(&outcomes);
         assert_eq!(leaders, runs.load(Ordering::Relaxed));
         let served: usize = outcomes
             .iter()
@@ -92,14 +169,7 @@ fn leader_completes_while_followers_join() {
 fn leader_panics_with_followers_waiting() {
     model(|| {
         let group = Arc::new(Group::<u32, u32>::new());
-        let results = three_callers({
-            let group = group.clone();
-            move || {
-                panic::catch_unwind(AssertUnwindSafe(|| {
-                    group.work(&1, || panic::panic_any("boom"))
-                }))
-            }
-        });
+        let results = three_catching_callers(&group, || panic::panic_any("boom"));
         let mut leaders = 0;
         for result in results {
             let payload = result.expect_err("nobody gets a value");
@@ -125,10 +195,7 @@ fn leader_panics_with_followers_waiting() {
 fn follower_times_out_as_leader_completes() {
     model(|| {
         let group = Arc::new(Group::<u32, u32>::new());
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || group.work_with_role(&1, || 7))
-        };
+        let leader = spawn_on(&group, |group| group.work_with_role(&1, || 7));
         let impatient = group.work_timeout(&1, Duration::from_millis(1), || 8);
         let led = leader.join().unwrap();
 
@@ -157,20 +224,9 @@ fn forget_races_completion_and_a_new_arrival() {
     model(|| {
         let group = Arc::new(Group::<u32, u32>::new());
         let runs = Arc::new(AtomicUsize::new(0));
-        let call = |group: Arc<Group<u32, u32>>, runs: Arc<AtomicUsize>, value: u32| {
-            move || {
-                group.work(&1, || {
-                    runs.fetch_add(1, Ordering::Relaxed);
-                    value
-                })
-            }
-        };
-        let first = thread::spawn(call(group.clone(), runs.clone(), 1));
-        let forgetter = {
-            let group = group.clone();
-            thread::spawn(move || group.forget(&1))
-        };
-        let second = call(group.clone(), runs.clone(), 2)();
+        let first = thread::spawn(counting_caller(&group, &runs, 1));
+        let forgetter = spawn_on(&group, |group| group.forget(&1));
+        let second = counting_caller(&group, &runs, 2)();
         let first = first.join().unwrap();
         let forgot = forgetter.join().unwrap();
 
@@ -211,15 +267,8 @@ impl Clone for Brittle {
 fn value_clone_panics_in_a_follower() {
     model(|| {
         let group = Arc::new(Group::<u32, Brittle>::new());
-        let results = three_callers({
-            let group = group.clone();
-            move || {
-                panic::catch_unwind(AssertUnwindSafe(|| {
-                    group.work(&1, || Brittle {
-                        clones: Default::default(),
-                    })
-                }))
-            }
+        let results = three_catching_callers(&group, || Brittle {
+            clones: Default::default(),
         });
         let mut clone_panics = 0;
         for result in results {
@@ -249,10 +298,9 @@ fn value_clone_panics_in_a_follower() {
 fn recursion_is_detected_with_a_follower_around() {
     model(|| {
         let group = Arc::new(Group::<u32, u32>::new());
-        let other = {
-            let group = group.clone();
-            thread::spawn(move || panic::catch_unwind(AssertUnwindSafe(|| group.work(&1, || 5))))
-        };
+        let other = spawn_on(&group, |group| {
+            panic::catch_unwind(AssertUnwindSafe(|| group.work(&1, || 5)))
+        });
         let nested =
             panic::catch_unwind(AssertUnwindSafe(|| group.work(&1, || group.work(&1, || 6))));
         let other = other.join().unwrap();
@@ -277,10 +325,7 @@ fn recursion_is_detected_with_a_follower_around() {
 fn in_flight_excludes_a_forgotten_flight_while_it_runs() {
     model(|| {
         let group = Arc::new(Group::<u32, u32>::new());
-        let other = {
-            let group = group.clone();
-            thread::spawn(move || group.forget(&1))
-        };
+        let other = spawn_on(&group, |group| group.forget(&1));
         let value = group.work(&1, || {
             group.forget(&1);
             assert_eq!(group.in_flight(), 0, "a forgotten flight was counted");
@@ -300,32 +345,15 @@ fn in_flight_excludes_a_forgotten_flight_while_it_runs() {
 #[test]
 fn age_replacement_moves_followers_and_loses_nobody() {
     model(|| {
-        let group = Arc::new(
-            Group::<u32, usize>::builder()
-                .max_flight_age(Duration::from_secs(1))
-                .build(),
-        );
-        let clock = thread::spawn(sync_singleflight::loom_clock::age_every_flight);
+        let (group, clock) = aging_group::<usize>();
         let runs = Arc::new(AtomicUsize::new(0));
-        let outcomes = three_callers({
-            let (group, runs) = (group.clone(), runs.clone());
-            move || {
-                group.work_with_role(&1, || {
-                    runs.fetch_add(1, Ordering::Relaxed);
-                    7
-                })
-            }
-        });
+        let outcomes = three_counting_callers(&group, &runs);
         clock.join().unwrap();
         assert!(outcomes.iter().all(|o| o.value == 7));
         assert_quiet(&group);
         let stats = group.stats();
-        assert_eq!(
-            stats.leader_runs + stats.followers_promoted,
-            runs.load(Ordering::Relaxed) as u64
-        );
-        let leaders = outcomes.iter().filter(|o| o.role == Role::Leader).count() as u64;
-        assert_eq!(leaders, runs.load(Ordering::Relaxed) as u64);
+        assert_runs_started_flights(&stats, runs.load(Ordering::Relaxed) as u64);
+        assert_eq!(count_leaders(&outcomes), runs.load(Ordering::Relaxed));
     });
 }
 
@@ -364,10 +392,7 @@ fn a_failed_flight_elects_one_new_leader() {
         );
         assert_quiet(&group);
         let stats = group.stats();
-        assert_eq!(
-            stats.leader_runs + stats.followers_promoted,
-            runs.load(Ordering::Relaxed) as u64
-        );
+        assert_runs_started_flights(&stats, runs.load(Ordering::Relaxed) as u64);
         assert!(
             stats.retries <= 1 && stats.followers_promoted <= 1,
             "{stats:?}"
@@ -384,36 +409,24 @@ fn an_abandoned_guard_strands_nobody() {
     model(|| {
         let group = Arc::new(Group::<u32, u32>::new());
         let runs = Arc::new(AtomicUsize::new(0));
-        let quitter = {
-            let group = group.clone();
-            thread::spawn(move || match group.join(&1) {
-                Joined::Leader(guard) => drop(guard),
-                Joined::Waiter(waiter) => match waiter.wait() {
-                    Ok(value) => assert!(value == 5 || value == 6),
-                    Err(error) => assert_eq!(error, WaitError::Abandoned),
-                },
-            })
-        };
-        let work = |value: u32| {
-            let (group, runs) = (group.clone(), runs.clone());
-            move || {
-                group.work(&1, || {
-                    runs.fetch_add(1, Ordering::Relaxed);
-                    value
-                })
-            }
-        };
-        let worker = thread::spawn(work(5));
-        let mine = work(6)();
+        let quitter = spawn_on(&group, |group| match group.join(&1) {
+            Joined::Leader(guard) => drop(guard),
+            Joined::Waiter(waiter) => match waiter.wait() {
+                Ok(value) => assert!(value == 5 || value == 6),
+                Err(error) => assert_eq!(error, WaitError::Abandoned),
+            },
+        });
+        let worker = thread::spawn(counting_caller(&group, &runs, 5));
+        let mine = counting_caller(&group, &runs, 6)();
         quitter.join().unwrap();
         let theirs = worker.join().unwrap();
         assert!(mine == 5 || mine == 6);
         assert!(theirs == 5 || theirs == 6);
         assert_quiet(&group);
         let stats = group.stats();
-        assert_eq!(
-            stats.leader_runs + stats.followers_promoted,
-            runs.load(Ordering::Relaxed) as u64 + stats.leader_abandons
+        assert_runs_started_flights(
+            &stats,
+            runs.load(Ordering::Relaxed) as u64 + stats.leader_abandons,
         );
         assert!(stats.followers_promoted <= 1, "{stats:?}");
     });
@@ -428,16 +441,8 @@ fn an_abandoned_guard_strands_nobody() {
 #[test]
 fn a_waiter_adopted_by_its_own_threads_replacement_never_waits_for_itself() {
     model(|| {
-        let group = Arc::new(
-            Group::<u32, u32>::builder()
-                .max_flight_age(Duration::from_secs(1))
-                .build(),
-        );
-        let clock = thread::spawn(sync_singleflight::loom_clock::age_every_flight);
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || group.work(&1, || 7))
-        };
+        let (group, clock) = aging_group::<u32>();
+        let leader = spawn_on(&group, |group| group.work(&1, || 7));
         match group.join(&1) {
             Joined::Waiter(waiter) => match group.join(&1) {
                 Joined::Leader(guard) => {

@@ -7,12 +7,13 @@ mod common;
 use std::any::Any;
 use std::hash::{Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
 use common::{
-    blocked_leader, panic_message, quiet_expected_panics, spawn_follower, wait_until, with_deadline,
+    BadCapture, ClonesLeft, blocked_leader, panic_message, quiet_expected_panics, spawn_follower,
+    spawn_leader, wait_for_followers, with_deadline,
 };
 use sync_singleflight::{Group, LeaderPanicked};
 
@@ -55,21 +56,15 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + 'static,
 {
-    let (entered, leader_entered) = mpsc::channel();
-    let group = group.clone();
-    let leader = thread::spawn(move || {
+    spawn_leader(group, move |group, running| {
         catch(|| {
             group.work(&key, || {
-                entered.send(()).unwrap();
-                wait_until("all followers joined", || {
-                    group.stats().followers_joined == followers as u64
-                });
-                finish(&group)
+                running();
+                wait_for_followers(group, followers as u64);
+                finish(group)
             })
         })
-    });
-    leader_entered.recv().unwrap();
-    leader
+    })
 }
 
 fn leader_panic_of(payload: &(dyn Any + Send)) -> &LeaderPanicked {
@@ -296,16 +291,14 @@ fn panicking_key_traits_hurt_only_their_caller() {
 #[derive(Debug)]
 struct Fragile {
     n: u32,
-    clones_left: Arc<AtomicIsize>,
+    clones_left: ClonesLeft,
 }
 
 impl Clone for Fragile {
     fn clone(&self) -> Self {
-        let left = self.clones_left.fetch_sub(1, Ordering::SeqCst) - 1;
-        assert!(left != 0, "expected-panic in V::clone");
         Fragile {
             n: self.n,
-            clones_left: self.clones_left.clone(),
+            clones_left: self.clones_left.take(),
         }
     }
 }
@@ -324,7 +317,7 @@ fn fragile_flight(followers: usize, panicking_clone: isize) -> FragileFlight {
     let group = Arc::new(Group::<u64, Fragile>::new());
     let leader = leader_awaiting(&group, 1, followers, move |_| Fragile {
         n: 5,
-        clones_left: Arc::new(AtomicIsize::new(panicking_clone)),
+        clones_left: ClonesLeft::new(panicking_clone),
     });
     let handles = spawn_followers(&group, 1, followers);
     let leader = leader.join().unwrap();
@@ -395,22 +388,18 @@ fn the_group_never_drops_a_value_itself() {
         const FOLLOWERS: usize = 3;
         let armed = Arc::new(AtomicBool::new(true));
         let group = Arc::new(Group::<u64, Grenade>::new());
-        let (entered, leader_entered) = mpsc::channel();
-        let leader = {
-            let (group, armed) = (group.clone(), armed.clone());
-            thread::spawn(move || {
+        let leader = spawn_leader(&group, {
+            let armed = armed.clone();
+            move |group, running| {
                 let got = group.work(&1, || {
-                    entered.send(()).unwrap();
-                    wait_until("all followers joined", || {
-                        group.stats().followers_joined == FOLLOWERS as u64
-                    });
+                    running();
+                    wait_for_followers(group, FOLLOWERS as u64);
                     Grenade { n: 1, armed }
                 });
                 // Dropping is the user's business: here it panics.
                 catch(move || drop(got)).is_err()
-            })
-        };
-        leader_entered.recv().unwrap();
+            }
+        });
         let followers: Vec<_> = (0..FOLLOWERS)
             .map(|_| {
                 let group = group.clone();
@@ -432,35 +421,19 @@ fn the_group_never_drops_a_value_itself() {
     });
 }
 
-/// A closure capture whose `Drop` panics.
-struct BadCapture;
-
-impl Drop for BadCapture {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            panic!("expected-panic in F::drop");
-        }
-    }
-}
-
 #[test]
 fn a_follower_whose_closure_panics_on_drop_does_not_strand_the_flight() {
     quiet_expected_panics();
     with_deadline("closure_drop_panics", || {
         let group = Arc::new(Group::<u64, u32>::new());
-        let (entered, leader_entered) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();
-        let leader = {
-            let group = group.clone();
-            thread::spawn(move || {
-                group.work_with_role(&1, || {
-                    entered.send(()).unwrap();
-                    released.recv().unwrap();
-                    3
-                })
+        let leader = spawn_leader(&group, move |group, running| {
+            group.work_with_role(&1, || {
+                running();
+                released.recv().unwrap();
+                3
             })
-        };
-        leader_entered.recv().unwrap();
+        });
         let runs = Arc::new(AtomicUsize::new(0));
         let bad = {
             let (group, runs) = (group.clone(), runs.clone());

@@ -16,8 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    EqProbe, Gate, assert_quiet, blocked_leader, counting_followers, panic_message,
-    quiet_expected_panics, spawn_follower, wait_until, with_deadline,
+    EqProbe, Gate, assert_quiet, assert_stats, blocked_leader, counting_followers,
+    counting_followers_with, gated, panic_message, quiet_expected_panics, spawn_follower,
+    wait_until, with_deadline,
 };
 use sync_singleflight::{
     ErrorPolicy, Group, Joined, LeaderPanicked, MAX_SHARDS, Role, TryError, WaitError,
@@ -41,18 +42,12 @@ where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + 'static,
 {
-    let reached = gate.reached();
-    let (group, gate2) = (Arc::clone(group), Arc::clone(gate));
-    let handle = thread::spawn(move || {
+    gated(group, gate, move |group, gate| {
         group.work_with_role(&key, move || {
-            gate2.pass();
+            gate.pass();
             value
         })
-    });
-    wait_until("the leader's function is running", || {
-        gate.reached() == reached + 1
-    });
-    handle
+    })
 }
 
 /// Starts `try_work(&key)` on its own thread with a function that waits at
@@ -66,18 +61,12 @@ fn gated_try_leader<K>(
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    let reached = gate.reached();
-    let (group, gate2) = (Arc::clone(group), Arc::clone(gate));
-    let handle = thread::spawn(move || {
+    gated(group, gate, move |group, gate| {
         group.try_work(&key, move || {
-            gate2.pass();
+            gate.pass();
             result
         })
-    });
-    wait_until("the leader's function is running", || {
-        gate.reached() == reached + 1
-    });
-    handle
+    })
 }
 
 fn message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -100,11 +89,7 @@ fn a_built_group_without_options_behaves_like_new() {
             (follower.value, follower.role, follower.callers),
             (10, Role::Follower, 2)
         );
-        let stats = group.stats();
-        assert_eq!(
-            (stats.replacements, stats.retries, stats.overflows),
-            (0, 0, 0)
-        );
+        assert_stats!(group, { replacements: 0, retries: 0, overflows: 0 });
         assert_quiet(&group);
     });
 }
@@ -206,16 +191,12 @@ fn the_hasher_is_used_and_colliding_keys_stay_apart() {
                 .build(),
         );
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                group.work(&1, || {
-                    gate.pass();
-                    10
-                })
+        let leader = gated(&group, &gate, |group, gate| {
+            group.work(&1, || {
+                gate.pass();
+                10
             })
-        };
-        wait_until("key 1 is running", || gate.reached() == 1);
+        });
         // Same hash, different key: runs on its own, does not join key 1.
         assert_eq!(group.work_with_role(&2, || 20).role, Role::Leader);
         assert_eq!(group.work_timeout(&3, Duration::ZERO, || 30), Ok(30));
@@ -289,11 +270,12 @@ fn an_old_flight_is_replaced_and_its_followers_move_over() {
         );
         assert_eq!(waiter.wait(), Ok(2), "the waiter moved over too");
         assert_eq!(late.join().unwrap(), 2);
-        let stats = group.stats();
-        assert_eq!(stats.leader_runs, 2);
-        assert_eq!(stats.followers_abandoned, 0);
-        assert_eq!(stats.followers_served, 3);
-        assert_eq!(stats.followers_promoted, 0);
+        assert_stats!(group, {
+            leader_runs: 2,
+            followers_abandoned: 0,
+            followers_served: 3,
+            followers_promoted: 0,
+        });
         assert_quiet(&*group);
     });
 }
@@ -539,20 +521,17 @@ fn a_retry_election_with_several_followers_reruns_once() {
                 .build(),
         );
         let (first, rerun) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
-        let runs = Arc::new(AtomicUsize::new(0));
         let leader = gated_try_leader(&group, key.clone(), &first, Err(Fail("first".into())));
-        let followers: Vec<_> = (1..=4)
-            .map(|joined| {
-                let (key, rerun, runs) = (key.clone(), Arc::clone(&rerun), Arc::clone(&runs));
-                spawn_follower(&group, joined, move |g| {
-                    g.try_work(&key, || {
-                        let n = runs.fetch_add(1, Ordering::SeqCst) as u64;
-                        rerun.pass();
-                        Ok::<_, Fail>(100 + n)
-                    })
+        let (runs, followers) = counting_followers_with(&group, 4, {
+            let (key, rerun) = (key.clone(), Arc::clone(&rerun));
+            move |g, runs| {
+                g.try_work(&key, || {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) as u64;
+                    rerun.pass();
+                    Ok::<_, Fail>(100 + n)
                 })
-            })
-            .collect();
+            }
+        });
         let eqs = key.eqs();
         first.open();
         // The original leader gets its own error.
@@ -565,11 +544,12 @@ fn a_retry_election_with_several_followers_reruns_once() {
             assert_eq!(follower.join().unwrap().unwrap(), 100);
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1, "exactly one rerun");
-        let stats = group.stats();
-        assert_eq!(stats.retries, 1);
-        assert_eq!(stats.followers_promoted, 1);
-        assert_eq!(stats.followers_served, 3);
-        assert_eq!(stats.leader_runs, 1);
+        assert_stats!(group, {
+            retries: 1,
+            followers_promoted: 1,
+            followers_served: 3,
+            leader_runs: 1,
+        });
         assert_quiet(&*group);
     });
 }
@@ -588,19 +568,13 @@ fn a_retry_election_never_becomes_a_herd_when_the_rerun_is_quick() {
                     .build(),
             );
             let gate = Arc::new(Gate::default());
-            let runs = Arc::new(AtomicUsize::new(0));
             let leader = gated_try_leader(&group, 1, &gate, Err(Fail("first".into())));
-            let followers: Vec<_> = (1..=6)
-                .map(|joined| {
-                    let runs = Arc::clone(&runs);
-                    spawn_follower(&group, joined, move |g| {
-                        g.try_work(&1, || {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            Err::<u64, _>(Fail("still down".into()))
-                        })
-                    })
+            let (runs, followers) = counting_followers_with(&group, 6, |g, runs| {
+                g.try_work(&1, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Err::<u64, _>(Fail("still down".into()))
                 })
-                .collect();
+            });
             gate.open();
             let _ = leader.join().unwrap();
             for follower in followers {
@@ -626,20 +600,17 @@ fn retries_exhausted_share_the_last_error() {
                 .build(),
         );
         let (first, reruns) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
-        let runs = Arc::new(AtomicUsize::new(0));
         let leader = gated_try_leader(&group, key.clone(), &first, Err(Fail("attempt 0".into())));
-        let followers: Vec<_> = (1..=3)
-            .map(|joined| {
-                let (key, reruns, runs) = (key.clone(), Arc::clone(&reruns), Arc::clone(&runs));
-                spawn_follower(&group, joined, move |g| {
-                    g.try_work(&key, || {
-                        let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
-                        reruns.pass();
-                        Err::<u64, _>(Fail(format!("attempt {n}")))
-                    })
+        let (runs, followers) = counting_followers_with(&group, 3, {
+            let (key, reruns) = (key.clone(), Arc::clone(&reruns));
+            move |g, runs| {
+                g.try_work(&key, || {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    reruns.pass();
+                    Err::<u64, _>(Fail(format!("attempt {n}")))
                 })
-            })
-            .collect();
+            }
+        });
         let eqs = key.eqs();
         first.open();
         assert_eq!(leader.join().unwrap().unwrap_err().0, "attempt 0");
@@ -663,15 +634,7 @@ fn retries_exhausted_share_the_last_error() {
             "the last error is shared"
         );
         assert_eq!(runs.load(Ordering::SeqCst), 2, "bounded by retries");
-        let stats = group.stats();
-        assert_eq!(
-            (
-                stats.retries,
-                stats.followers_promoted,
-                stats.followers_served
-            ),
-            (2, 2, 1)
-        );
+        assert_stats!(group, { retries: 2, followers_promoted: 2, followers_served: 1 });
         assert_quiet(&*group);
     });
 }
@@ -708,31 +671,27 @@ fn a_leader_panic_under_retry_elects_one_follower() {
                 .build(),
         );
         let (first, rerun) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
-        let leader = {
-            let (group, first, key) = (Arc::clone(&group), Arc::clone(&first), key.clone());
-            thread::spawn(move || {
+        let leader = gated(&group, &first, {
+            let key = key.clone();
+            move |group, first| {
                 panic::catch_unwind(AssertUnwindSafe(|| {
                     group.work(&key, || -> u64 {
                         first.pass();
                         panic!("expected-panic: leader")
                     })
                 }))
-            })
-        };
-        wait_until("the leader runs", || first.reached() == 1);
-        let runs = Arc::new(AtomicUsize::new(0));
-        let followers: Vec<_> = (1..=3)
-            .map(|joined| {
-                let (key, rerun, runs) = (key.clone(), Arc::clone(&rerun), Arc::clone(&runs));
-                spawn_follower(&group, joined, move |g| {
-                    g.work_with_role(&key, || {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        rerun.pass();
-                        7
-                    })
+            }
+        });
+        let (runs, followers) = counting_followers_with(&group, 3, {
+            let (key, rerun) = (key.clone(), Arc::clone(&rerun));
+            move |g, runs| {
+                g.work_with_role(&key, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    rerun.pass();
+                    7
                 })
-            })
-            .collect();
+            }
+        });
         let eqs = key.eqs();
         first.open();
         let payload = leader.join().unwrap().expect_err("the leader unwinds");
@@ -765,18 +724,14 @@ fn a_leader_panic_under_share_reaches_followers_as_leader_panicked() {
     with_deadline("panic_share", || {
         let group = Arc::new(Group::<u64, Res>::builder().build());
         let gate = Arc::new(Gate::default());
-        let leader = {
-            let (group, gate) = (Arc::clone(&group), Arc::clone(&gate));
-            thread::spawn(move || {
-                panic::catch_unwind(AssertUnwindSafe(|| {
-                    group.try_work(&1, || -> Result<u64, Fail> {
-                        gate.pass();
-                        panic!("expected-panic: try")
-                    })
-                }))
-            })
-        };
-        wait_until("the leader runs", || gate.reached() == 1);
+        let leader = gated(&group, &gate, |group, gate| {
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                group.try_work(&1, || -> Result<u64, Fail> {
+                    gate.pass();
+                    panic!("expected-panic: try")
+                })
+            }))
+        });
         let follower = spawn_follower(&group, 1, |g| {
             panic::catch_unwind(AssertUnwindSafe(|| {
                 g.try_work(&1, || -> Result<u64, Fail> { unreachable!() })
@@ -1071,15 +1026,7 @@ fn a_waiter_on_a_failed_flight_under_retry_gets_the_reruns_value() {
         assert_eq!(leader.join().unwrap().unwrap_err().0, "first");
         assert_eq!(waiter.join().unwrap().unwrap().unwrap(), 5);
         assert_eq!(worker.join().unwrap().unwrap(), 5);
-        let stats = group.stats();
-        assert_eq!(
-            (
-                stats.retries,
-                stats.followers_abandoned,
-                stats.followers_promoted
-            ),
-            (1, 0, 1)
-        );
+        assert_stats!(group, { retries: 1, followers_abandoned: 0, followers_promoted: 1 });
         assert_quiet(&*group);
 
         // Only a waiter: nobody can rerun, so it gets the failure.

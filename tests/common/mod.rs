@@ -5,7 +5,7 @@
 
 use std::hash::Hash;
 use std::panic;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -91,18 +91,66 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + 'static,
 {
-    let (entered, leader_entered) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
-    let group = group.clone();
-    let leader = thread::spawn(move || {
+    let leader = spawn_leader(group, move |group, running| {
         group.work(&key, move || {
-            entered.send(()).unwrap();
+            running();
             released.recv().unwrap();
             value
         })
     });
-    leader_entered.recv().unwrap();
     (leader, release)
+}
+
+/// Spawns `call` on its own thread with its own clone of `group` (an
+/// `Arc` of a group, or a `&'static` one) and a `running` signal, and
+/// returns once `call` has signalled: the leader's function calls
+/// `running()` as its first step, so on return the flight is running.
+pub fn spawn_leader<G, T>(
+    group: &G,
+    call: impl FnOnce(&G, &dyn Fn()) -> T + Send + 'static,
+) -> thread::JoinHandle<T>
+where
+    G: Clone + Send + 'static,
+    T: Send + 'static,
+{
+    let (entered, leader_entered) = mpsc::channel();
+    let group = group.clone();
+    let leader = thread::spawn(move || call(&group, &|| entered.send(()).unwrap()));
+    leader_entered.recv().unwrap();
+    leader
+}
+
+/// Spawns `call` on its own thread with its own handle to `group` and to
+/// `gate`, and returns once one more caller has reached the gate: `call`'s
+/// function passes the gate first, so on return it is running and held
+/// there until the test opens the gate.
+pub fn gated<K, V, S, T>(
+    group: &Arc<Group<K, V, S>>,
+    gate: &Arc<Gate>,
+    call: impl FnOnce(&Group<K, V, S>, &Gate) -> T + Send + 'static,
+) -> thread::JoinHandle<T>
+where
+    Group<K, V, S>: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    let reached = gate.reached();
+    let handle = {
+        let (group, gate) = (Arc::clone(group), Arc::clone(gate));
+        thread::spawn(move || call(&group, &gate))
+    };
+    wait_until("the gated function is running", || {
+        gate.reached() == reached + 1
+    });
+    handle
+}
+
+/// Waits (inside a leader's function) until `group` has counted
+/// `followers` followers in all.
+pub fn wait_for_followers<K, V, S>(group: &Group<K, V, S>, followers: u64) {
+    wait_until(&format!("{followers} followers joined"), || {
+        group.stats().followers_joined == followers
+    });
 }
 
 /// Spawns `call` on its own thread with its own handle to `group`, and
@@ -229,17 +277,87 @@ pub fn counting_followers(
     count: u64,
     value: u64,
 ) -> (Arc<AtomicUsize>, Vec<thread::JoinHandle<u64>>) {
+    counting_followers_with(group, count, move |g, runs| {
+        g.work(&key, || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            value
+        })
+    })
+}
+
+/// Spawns followers 1..=`count`, each running its own copy of `call` with
+/// its own handle to `group` and a run counter they all share (for their
+/// functions to count their runs in); returns the counter and the
+/// followers once all of them have joined.
+pub fn counting_followers_with<K, V, T>(
+    group: &Arc<Group<K, V>>,
+    count: u64,
+    call: impl FnOnce(&Group<K, V>, &AtomicUsize) -> T + Clone + Send + 'static,
+) -> (Arc<AtomicUsize>, Vec<thread::JoinHandle<T>>)
+where
+    K: Send + Sync + 'static,
+    V: Send + 'static,
+    T: Send + 'static,
+{
     let runs = Arc::new(AtomicUsize::new(0));
     let followers = (1..=count)
         .map(|joined| {
-            let runs = Arc::clone(&runs);
-            spawn_follower(group, joined, move |g| {
-                g.work(&key, || {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    value
-                })
-            })
+            let (runs, call) = (Arc::clone(&runs), call.clone());
+            spawn_follower(group, joined, move |g| call(g, &runs))
         })
         .collect();
     (runs, followers)
 }
+
+/// A closure capture whose `Drop` panics (when not already unwinding).
+pub struct BadCapture;
+
+impl Drop for BadCapture {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("expected-panic in F::drop");
+        }
+    }
+}
+
+/// A countdown shared by a value and its clones, for a `V::clone` that
+/// panics: each clone takes one, and the clone that takes the last panics
+/// with "expected-panic in V::clone".
+#[derive(Debug)]
+pub struct ClonesLeft(Arc<AtomicIsize>);
+
+impl ClonesLeft {
+    /// Room for `clones - 1` clones: the clone numbered `clones` (from 1)
+    /// panics.
+    pub fn new(clones: isize) -> Self {
+        ClonesLeft(Arc::new(AtomicIsize::new(clones)))
+    }
+
+    /// Takes one for a clone, handing the clone its share of the countdown;
+    /// panics if it was the last.
+    pub fn take(&self) -> Self {
+        let left = self.0.fetch_sub(1, Ordering::SeqCst) - 1;
+        assert!(left != 0, "expected-panic in V::clone");
+        ClonesLeft(Arc::clone(&self.0))
+    }
+}
+
+/// Asserts counters of one `Stats` snapshot of a group, by name:
+/// `assert_stats!(group, { retries: 1, followers_served: 3 })`. A failure
+/// names the counter and shows the whole snapshot.
+#[allow(unused_macros)]
+macro_rules! assert_stats {
+    ($group:expr, { $($counter:ident: $expected:expr),+ $(,)? }) => {{
+        let stats = $group.stats();
+        $(
+            assert_eq!(
+                stats.$counter,
+                $expected,
+                concat!(stringify!($counter), ": {:?}"),
+                stats
+            );
+        )+
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use assert_stats;
