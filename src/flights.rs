@@ -28,7 +28,7 @@ use crate::call::Call;
 use crate::key::{KeyArg, is_recyclable};
 use crate::policy::Policy;
 use crate::stats::Stats;
-use crate::sync::{Arc, KeyCodeUnderLock, ThreadToken, has_aged};
+use crate::sync::{Arc, KeyCodeUnderLock, ShardGuard, ThreadToken, has_aged};
 
 /// Identifies one flight within its shard, so a leader removes its own
 /// flight and never a newer one for the same key (Go issue 31420).
@@ -150,10 +150,6 @@ impl<K, V> Flights<K, V> {
     }
 }
 
-/// A caller found the live flight for its key led by its own thread:
-/// waiting would deadlock.
-pub(crate) struct OwnFlight;
-
 impl<K, V> Flights<K, V> {
     /// Takes a flight out for good: it stays in place as the shard's vacant
     /// slot (for a recyclable key type, if the shard has none yet), or its
@@ -262,37 +258,45 @@ impl<K, V> Flights<K, V> {
 
     /// Joins the live flight for `key`, or starts one led by `me` (taking
     /// the key out of `key`; a key left there is the caller's to drop,
-    /// outside the lock). `Err` if `me` leads the live flight already.
+    /// outside the lock). Takes the shard's lock guard and releases it
+    /// before any panic of its own, since a panic hook may call into the
+    /// group; the uncontended path then returns its `Entered` straight to
+    /// the caller, with no wrapper to unpack.
     ///
     /// # Panics
     ///
-    /// If the key's `Eq`, `Borrow` or `Clone` panics, or calls back into a
-    /// group. Nothing is changed in any case.
+    /// If the live flight for `key` is led by `me` (waiting on it would
+    /// deadlock), or if the key's `Eq`, `Borrow` or `Clone` panics, or calls
+    /// back into a group. Nothing is changed in any case.
     #[inline(always)]
     pub(crate) fn enter<A: KeyArg<K>>(
-        &mut self,
+        mut flights: ShardGuard<'_, Self>,
         hash: u64,
         key: &mut Option<A>,
         policy: &Policy,
         candidate: bool,
         me: ThreadToken,
-    ) -> Result<Entered<V>, OwnFlight> {
+    ) -> Entered<V> {
         let key_code = KeyCodeUnderLock::begin();
         let lookup = key.as_ref().expect("a caller enters with its key");
         let mut replaced = None;
-        if let Some(index) = self.live(hash, lookup) {
-            match self.arrive(index, me, policy, candidate) {
-                Arrival::Entered(entered) => return Ok(entered),
+        if let Some(index) = flights.live(hash, lookup) {
+            match flights.arrive(index, me, policy, candidate) {
+                Arrival::Entered(entered) => return entered,
                 Arrival::TooOld => replaced = Some(index),
-                Arrival::OwnFlight => return Err(OwnFlight),
+                Arrival::OwnFlight => {
+                    drop(key_code);
+                    drop(flights);
+                    waiting_for_itself();
+                }
             }
         }
         // The key's `Clone` may panic: nothing has been changed yet (a
         // vacant slot whose buffer it was writing stays vacant).
         let arg = key.take().expect("checked above");
-        let home = match self.vacancy() {
+        let home = match flights.vacancy() {
             Some(index) => {
-                arg.write_into(&mut self.list[index].key);
+                arg.write_into(&mut flights.list[index].key);
                 Home::Vacant(index)
             }
             None => Home::New(arg.into_key()),
@@ -303,27 +307,27 @@ impl<K, V> Flights<K, V> {
         // replacement adopts, so none of them re-enters.
         let (call, followers) = match replaced {
             Some(index) => {
-                let old = &mut self.list[index];
+                let old = &mut flights.list[index];
                 old.forgotten = true;
                 let adopted = (old.call.take(), std::mem::take(&mut old.followers));
                 if let Some(call) = &adopted.0 {
                     // Its waiters now wait on this thread, which may hold one.
                     call.led_by(Some(me));
                 }
-                self.replacements += 1;
+                flights.replacements += 1;
                 adopted
             }
             None => (None, 0),
         };
-        let id = FlightId(self.next_id);
-        self.next_id += 1;
-        self.leader_runs += 1;
+        let id = FlightId(flights.next_id);
+        flights.next_id += 1;
+        flights.leader_runs += 1;
         let started = policy.max_flight_age.map(|_| Instant::now());
         match home {
             // Field by field, in place: building a whole `Flight` to move
             // into the list costs a copy through the stack that stalls.
             Home::Vacant(index) => {
-                let slot = &mut self.list[index];
+                let slot = &mut flights.list[index];
                 slot.hash = hash;
                 slot.id = id;
                 slot.leader = Some(me);
@@ -334,7 +338,7 @@ impl<K, V> Flights<K, V> {
                 slot.attempt = 0;
                 slot.vacant = false;
             }
-            Home::New(key) => self.list.push(Flight {
+            Home::New(key) => flights.list.push(Flight {
                 hash,
                 id,
                 key,
@@ -347,10 +351,10 @@ impl<K, V> Flights<K, V> {
                 vacant: false,
             }),
         }
-        Ok(Entered::Leader {
+        Entered::Leader {
             id,
             replacing: replaced.is_some(),
-        })
+        }
     }
 
     /// A leader gives its flight up without a value. If a follower with a
@@ -430,21 +434,38 @@ impl<K, V> Flights<K, V> {
     }
 }
 
+#[cold]
+#[inline(never)]
+fn waiting_for_itself() -> ! {
+    panic!(
+        "sync_singleflight: recursive call for a key whose flight this thread is already \
+         leading; waiting for itself would deadlock"
+    );
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::sync::current_thread;
+    use crate::sync::{Mutex, current_thread};
 
-    fn lead<K, A: KeyArg<K>>(flights: &mut Flights<K, u32>, key: A) -> FlightId {
+    fn lead<K, A: KeyArg<K>>(shard: &Mutex<Flights<K, u32>>, key: A) -> FlightId {
         let me = current_thread();
-        match flights.enter(7, &mut Some(key), &Policy::default(), true, me) {
-            Ok(Entered::Leader { id, .. }) => id,
+        match Flights::enter(
+            shard.lock(),
+            7,
+            &mut Some(key),
+            &Policy::default(),
+            true,
+            me,
+        ) {
+            Entered::Leader { id, .. } => id,
             _ => panic!("the key should have started a flight"),
         }
     }
 
-    fn slots(flights: &Flights<String, u32>) -> Vec<(String, bool)> {
-        flights
+    fn slots(shard: &Mutex<Flights<String, u32>>) -> Vec<(String, bool)> {
+        shard
+            .lock()
             .list
             .iter()
             .map(|flight| (flight.key.clone(), flight.vacant))
@@ -455,14 +476,17 @@ mod tests {
     // a vacant slot that a lookup could match would show.
     #[test]
     fn a_landed_string_flight_stays_as_one_vacant_slot_that_nothing_joins() {
-        let mut shard = Flights::<String, u32>::new();
-        let shard = &mut shard;
+        let shard = &Mutex::new(Flights::<String, u32>::new());
 
         let a = lead(shard, "a");
-        let removed = shard.remove(a);
+        let removed = shard.lock().remove(a);
         assert!(removed.key.is_none(), "kept in place, not handed back");
         assert_eq!(slots(shard), [("a".to_string(), true)]);
-        assert_eq!(shard.in_flight(), 0, "a vacant slot is not in flight");
+        assert_eq!(
+            shard.lock().in_flight(),
+            0,
+            "a vacant slot is not in flight"
+        );
 
         // The same key again leads a new flight, in the vacant slot.
         let again = lead(shard, "a");
@@ -472,40 +496,39 @@ mod tests {
         // Two at once: the second is pushed; landing both leaves one vacancy
         // and hands the other key back to be dropped outside the lock.
         let b = lead(shard, "b");
-        assert_eq!(shard.in_flight(), 2);
-        assert!(shard.remove(again).key.is_none());
-        assert_eq!(shard.remove(b).key.as_deref(), Some("b"));
+        assert_eq!(shard.lock().in_flight(), 2);
+        assert!(shard.lock().remove(again).key.is_none());
+        assert_eq!(shard.lock().remove(b).key.as_deref(), Some("b"));
         assert_eq!(slots(shard), [("a".to_string(), true)]);
 
         // A vacant slot is invisible to `forget`, and its old key's buffer
         // takes the next key.
-        assert!(!shard.forget(7, &"a"));
+        assert!(!shard.lock().forget(7, &"a"));
         let c = lead(shard, "c");
         assert_eq!(slots(shard), [("c".to_string(), false)]);
-        assert!(shard.remove(c).key.is_none());
+        assert!(shard.lock().remove(c).key.is_none());
         let mut stats = Stats::default();
-        shard.add_stats_to(&mut stats);
+        shard.lock().add_stats_to(&mut stats);
         assert_eq!(stats.leader_runs, 4);
     }
 
     #[test]
     fn keys_with_drop_glue_outside_std_buffers_never_leave_a_vacant_slot() {
-        let mut shard = Flights::<Arc<str>, u32>::new();
-        let shard = &mut shard;
+        let shard = &Mutex::new(Flights::<Arc<str>, u32>::new());
         let id = lead(shard, "k");
-        assert_eq!(shard.remove(id).key.as_deref(), Some("k"));
-        assert!(shard.list.is_empty());
+        assert_eq!(shard.lock().remove(id).key.as_deref(), Some("k"));
+        assert!(shard.lock().list.is_empty());
     }
 
     #[test]
     fn keys_without_drop_glue_leave_a_vacant_slot_too() {
-        let mut shard = Flights::<u64, u32>::new();
-        let shard = &mut shard;
+        let shard = &Mutex::new(Flights::<u64, u32>::new());
         for key in [1u64, 2] {
             let id = lead(shard, &key);
-            assert_eq!(shard.remove(id).key, None);
-            assert_eq!(shard.list.len(), 1);
-            assert!(shard.list[0].vacant && shard.list[0].key == key);
+            assert_eq!(shard.lock().remove(id).key, None);
+            let flights = shard.lock();
+            assert_eq!(flights.list.len(), 1);
+            assert!(flights.list[0].vacant && flights.list[0].key == key);
         }
     }
 }

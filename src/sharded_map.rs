@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 use crossbeam_utils::CachePadded;
 
 use crate::call::Call;
-use crate::flights::{Entered, FlightId, Flights, GiveUp, HandOver, OwnFlight, Removed};
+use crate::flights::{Entered, FlightId, Flights, GiveUp, HandOver, Removed};
 use crate::key::KeyArg;
 use crate::policy::Policy;
 use crate::stats::{Stats, UnlockedCounters};
@@ -113,15 +113,7 @@ impl<K, V> Shard<K, V> {
         candidate: bool,
     ) -> Entered<V> {
         let me = current_thread();
-        let mut flights = self.flights.lock();
-        match flights.enter(hash, key, policy, candidate, me) {
-            Ok(entered) => entered,
-            Err(OwnFlight) => {
-                // Unlocked first: a panic hook may call into the group.
-                drop(flights);
-                waiting_for_itself()
-            }
-        }
+        Flights::enter(self.flights.lock(), hash, key, policy, candidate, me)
     }
 
     /// A leader gives its flight up without a value. If a follower with a
@@ -160,13 +152,4 @@ impl<K, V> Shard<K, V> {
         self.flights.lock().add_stats_to(stats);
         self.counters.add_to(stats);
     }
-}
-
-#[cold]
-#[inline(never)]
-fn waiting_for_itself() -> ! {
-    panic!(
-        "sync_singleflight: recursive call for a key whose flight this thread is already \
-         leading; waiting for itself would deadlock"
-    );
 }

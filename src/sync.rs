@@ -18,7 +18,7 @@ mod imp {
     use std::cell::Cell;
     use std::num::NonZeroU64;
 
-    pub(crate) use parking_lot::Mutex;
+    pub(crate) use parking_lot::{Mutex, MutexGuard as ShardGuard};
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::sync::{Arc, Condvar as HerdCondvar, Mutex as HerdMutex, MutexGuard};
     pub(crate) use std::thread::yield_now;
@@ -95,6 +95,8 @@ mod imp {
         }
     }
 
+    pub(crate) type ShardGuard<'a, T> = MutexGuard<'a, T>;
+
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub(crate) struct ThreadToken(loom::thread::ThreadId);
 
@@ -104,8 +106,8 @@ mod imp {
 }
 
 pub(crate) use imp::{
-    Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, ThreadToken, current_thread,
-    yield_now,
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, ShardGuard, ThreadToken,
+    current_thread, yield_now,
 };
 use imp::{HerdCondvar, HerdMutex, MutexGuard, key_code_depth};
 
