@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use app::{App, Database, Lookup, Reply, Server, TempDir, User};
+use app::{App, Database, Lookup, Reply, Server, User};
 use common::{wait_until, with_deadline};
 use sync_singleflight::Group;
 
@@ -28,12 +28,12 @@ struct Harness {
     /// How many followers must have joined, in all, before a leader may
     /// query: set before each burst.
     followers_due: Arc<AtomicU64>,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Harness {
     fn start(with_group: bool, workers: usize) -> Harness {
-        let dir = TempDir::new("http-test").unwrap();
+        let dir = app::scratch_dir("http-test").unwrap();
         let group = with_group.then(|| Arc::new(Group::new()));
         let followers_due = Arc::new(AtomicU64::new(0));
         let mut db = Database::create(dir.path(), USERS, 4, Duration::ZERO).unwrap();

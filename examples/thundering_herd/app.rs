@@ -9,7 +9,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
@@ -67,31 +67,13 @@ impl fmt::Display for LookupError {
 /// Errors are not `Clone`, so the group shares them through an `Arc`.
 pub type Lookup = Result<User, Arc<LookupError>>;
 
-/// A scratch directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> io::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "sync-singleflight-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory for the database, removed when dropped. `tempfile`
+/// makes the name unique with random characters and creates it exclusively,
+/// so two processes or tests starting in the same instant never share one.
+pub fn scratch_dir(tag: &str) -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("sync-singleflight-{tag}-"))
+        .tempdir()
 }
 
 /// Called before each query with the id being looked up; tests use it to

@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::{App, Database, Reply, Server, TempDir, User};
+use app::{App, Database, Reply, Server, User};
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sync_singleflight::Group;
@@ -232,7 +232,7 @@ fn run(
     scrape: bool,
     options: &Options,
 ) -> Result<Run, String> {
-    let dir = TempDir::new(if with_group { "grouped" } else { "direct" })
+    let dir = app::scratch_dir(if with_group { "grouped" } else { "direct" })
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let db = Database::create(
         dir.path(),
