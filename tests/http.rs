@@ -10,6 +10,8 @@
 #[path = "../examples/thundering_herd/app.rs"]
 mod app;
 mod common;
+#[path = "../examples/thundering_herd/scratch.rs"]
+mod scratch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,10 +35,10 @@ struct Harness {
 
 impl Harness {
     fn start(with_group: bool, workers: usize) -> Harness {
-        let dir = app::scratch_dir("http-test").unwrap();
+        let dir = scratch::scratch_dir("http-test").unwrap();
         let group = with_group.then(|| Arc::new(Group::new()));
         let followers_due = Arc::new(AtomicU64::new(0));
-        let mut db = Database::create(dir.path(), USERS, 4, Duration::ZERO).unwrap();
+        let mut db = Database::create(dir.path(), USERS, 4, Duration::ZERO, &|| {}).unwrap();
         if let Some(group) = &group {
             let (group, due) = (group.clone(), followers_due.clone());
             db = db.with_gate(Box::new(move |_id| {
@@ -61,7 +63,7 @@ impl Harness {
         self.followers_due
             .fetch_add((ids.len() - distinct) as u64, Ordering::SeqCst);
         self.server.warm_up(ids.len());
-        app::burst(&self.server.base_url(), ids, ids.len(), &|| {})
+        app::burst(&self.server.base_url(), ids, ids.len(), &|| {}).unwrap()
     }
 
     fn stop(self) -> Arc<App> {

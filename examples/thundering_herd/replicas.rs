@@ -97,10 +97,10 @@ pub fn run(replicas: usize, options: &Options) -> ExitCode {
         options.describe_hot_ids(),
         redis.url(),
     );
-    let rows = app::scratch_dir("replicas")
+    let rows = crate::scratch::scratch_dir("replicas")
         .map_err(|e| format!("cannot create a temporary directory: {e}"))
         .and_then(|dir| {
-            Database::create(dir.path(), options.users as u64, 1, Duration::ZERO)
+            Database::create(dir.path(), options.users as u64, 1, Duration::ZERO, &|| {})
                 .map_err(|e| format!("creating the SQLite database: {e}"))?;
             ROWS.iter()
                 .map(|&(label, mode)| row(label, mode, replicas, dir.path(), &redis, options))
