@@ -656,25 +656,6 @@ fn replot(csv_path: &Path, out: &Path) -> Result<(), String> {
     draw_scaling(&series, out)
 }
 
-/// The workloads `--only` accepts: each of [`WORKLOADS`], and `scaling` for
-/// the whole sweep.
-const CHOICES: [&str; 14] = [
-    "w1",
-    "w2",
-    "w3",
-    "w4",
-    "w5",
-    "w6",
-    "latency8",
-    "latency64",
-    "pure8",
-    "pure64",
-    "floor8",
-    "floor64",
-    "memory",
-    "scaling",
-];
-
 /// The peer comparison: W1–W6, wake latency, the futex wake floor, memory and
 /// the scaling sweep, for sync-singleflight, singleflight 0.3, naive std, the
 /// OS-thread ceiling and Go's x/sync singleflight; medians over interleaved
@@ -688,8 +669,8 @@ struct Options {
     /// Scales the work per round: 0.3 for a quick look (0.01 to 100)
     #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = scale)]
     scale: f64,
-    /// Runs only these workloads, comma-separated
-    #[arg(long, value_name = "W,..", value_delimiter = ',', value_parser = PossibleValuesParser::new(CHOICES))]
+    /// Runs only these workloads, comma-separated (`scaling`: the whole sweep)
+    #[arg(long, value_name = "W,..", value_delimiter = ',', value_parser = PossibleValuesParser::new(WORKLOADS.into_iter().chain(["scaling"])))]
     only: Vec<String>,
     /// Re-runs of a sample disturbed by other processes (0 to 10)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
