@@ -225,6 +225,9 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+// On docs.rs (nightly, `--cfg docsrs`), every item behind a feature is marked
+// with the feature it needs; `doc_cfg` now includes what `doc_auto_cfg` did.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 #[cfg(feature = "redis")]
