@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
+use indicatif::{ProgressBar, ProgressStyle};
 use sessions::{Figures, Provider, Proxy, Store};
 use sync_singleflight::Group;
 use table::{count, ms, print_table};
@@ -196,9 +197,18 @@ fn main() -> ExitCode {
     let mut rows = Vec::new();
     let mut broken_promises = Vec::new();
     let mut shared_error = None;
+    // Each burst lasts at least one verification (up to 10 s): on a
+    // terminal, a bar says which one is running.
+    let bar = ProgressBar::new(2 * bursts.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:20}] {pos}/{len} bursts {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
     for (burst, tokens) in &bursts {
         let callers = callers(&options, tokens);
         for (path, grouped) in [("handler directly", false), ("Group::work", true)] {
+            bar.set_message(format!("{burst}, {path}"));
             let proxy = match proxy(&options, grouped) {
                 Ok(proxy) => proxy,
                 Err(e) => {
@@ -227,8 +237,10 @@ fn main() -> ExitCode {
                     .find_map(|c| c.result.as_ref().err().map(|e| e.to_string()));
             }
             rows.push(row(burst, path, &figures));
+            bar.inc(1);
         }
     }
+    bar.finish_and_clear();
     print_table(2, &HEADER, &rows);
     if let Some(error) = shared_error {
         println!("\nevery caller of {EXPIRED} got the same Arc<AuthError>: \"{error}\"");
