@@ -27,8 +27,8 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(0x94, 0x67, 0xbd),
 ];
 
-/// Pixels across: the README shows the chart at about 880 px, so text drawn
-/// at this width keeps nearly its size there.
+/// Pixels across: GitHub shows the README's and docs' images at most about
+/// 880 px wide, so text drawn at this width keeps nearly its size there.
 const WIDTH: u32 = 1000;
 /// Text sizes in pixels at full width.
 const TITLE: u32 = 24;
