@@ -6,12 +6,17 @@
 //! profile, features and target directory (a no-op after `cargo test`, which
 //! has already built them), and then run many times.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const EXAMPLES: [&str; 4] = ["quickstart", "soak", "session_storm", "thundering_herd"];
+
+/// How long an example may run before it is declared hung: an upper bound
+/// on a deadlock, not a timing assertion.
+const HANG: Duration = Duration::from_secs(30);
 
 /// `target/<profile>`, from this test's own path (`target/<profile>/deps/…`).
 fn profile_dir() -> PathBuf {
@@ -63,11 +68,46 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(example(name))
-        .args(args)
+    let mut command = Command::new(example(name));
+    command.args(args);
+    output_within_deadline(command)
+}
+
+/// Like `Command::output`, but fails the test instead of hanging when the
+/// program has not exited within [`HANG`]: a demo whose threads wait
+/// forever must not stall the suite.
+fn output_within_deadline(mut command: Command) -> Output {
+    let mut stdout = tempfile::tempfile().unwrap();
+    let mut stderr = tempfile::tempfile().unwrap();
+    let mut child = command
         .stdin(Stdio::null())
-        .output()
-        .expect("the example starts")
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap())
+        .spawn()
+        .expect("the example starts");
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if began.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still ran after {HANG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let read = |file: &mut std::fs::File| {
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    Output {
+        status,
+        stdout: read(&mut stdout),
+        stderr: read(&mut stderr),
+    }
 }
 
 /// Asserts that `name args` exits with `code`, printing nothing on stdout
@@ -119,18 +159,55 @@ fn thundering_herd_refuses_combinations_it_cannot_run() {
     refuses(herd, &users, 2, "--users 3 creates only 3 users");
 }
 
+/// Runs `name args` under `ulimit -<limit> <value>` (`ulimit` lowers the
+/// soft and the hard limit together, so the example cannot raise it).
+fn run_limited(limit: char, value: u32, name: &str, args: &[&str]) -> Output {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -{limit} {value} && exec \"$0\" \"$@\""))
+        .arg(example(name))
+        .args(args);
+    output_within_deadline(command)
+}
+
 #[test]
 fn thundering_herd_checks_open_files_against_the_limit() {
-    // A hard limit of 200 (`ulimit -n` sets soft and hard), so the demo
-    // cannot raise it, and 100 clients need a socket at each end.
-    let out = Command::new("sh")
-        .args(["-c", "ulimit -n 200 && exec \"$0\" --concurrency 100"])
-        .arg(example("thundering_herd"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("sh runs");
-    let args = ["--concurrency", "100", "(ulimit -n 200)"];
+    // 100 clients need a socket at each end.
+    let args = ["--concurrency", "100"];
+    let out = run_limited('n', 200, "thundering_herd", &args);
     let message = "needs about 280 open files, but this process may open 200 (ulimit -n)";
+    check_refusal("thundering_herd", &args, out, 2, message);
+}
+
+/// Asserts that `out` failed with exit status 1 and a last stderr line
+/// containing `message`, without a panic or an abort.
+fn check_failure(out: Output, message: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(message), "wanted {message:?} in {stderr}");
+}
+
+// 600 MB of address space holds a few dozen threads (each reserves its
+// stack, and glibc a malloc arena): the demos must then say that a thread
+// could not start, once, rather than panic, abort or leave the others
+// waiting at the start line.
+
+#[test]
+fn session_storm_reports_a_thread_it_cannot_start() {
+    let out = run_limited('v', 600_000, "session_storm", &["--threads", "2048"]);
+    check_failure(out, "; lower --threads");
+}
+
+#[test]
+fn thundering_herd_refuses_more_threads_than_it_can_start() {
+    // Checked before tiny_http starts a thread of its own, since tiny_http
+    // panics when it cannot start one.
+    let args = ["--concurrency", "1024"];
+    let out = run_limited('v', 600_000, "thundering_herd", &args);
+    let message = "--concurrency 1024 needs 3077 threads, and this process cannot start that many";
     check_refusal("thundering_herd", &args, out, 2, message);
 }
 
@@ -189,10 +266,7 @@ fn interrupted_demo_cleans_up(signal: libc::c_int) {
     let scratch_made = || std::fs::read_dir(tmp.path()).unwrap().next().is_some();
     let began = Instant::now();
     while !scratch_made() {
-        assert!(
-            began.elapsed() < Duration::from_secs(30),
-            "the demo made no scratch directory"
-        );
+        assert!(began.elapsed() < HANG, "the demo made no scratch directory");
         std::thread::sleep(Duration::from_millis(5));
     }
     let pid = demo.id() as libc::pid_t;

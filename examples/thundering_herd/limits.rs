@@ -38,3 +38,37 @@ pub fn open_files_needed(clients: usize, sqlite_connections: usize) -> u64 {
     const MARGIN: u64 = 64;
     2 * clients as u64 + 1 + 3 * (sqlite_connections as u64 + 1) + MARGIN
 }
+
+/// Threads one run needs: for each client, its own thread, a server worker,
+/// and the thread `tiny_http` gives its connection; plus `tiny_http`'s
+/// acceptor and the four threads it keeps in its pool.
+pub fn threads_needed(clients: usize) -> usize {
+    3 * clients + 5
+}
+
+/// Starts `count` threads that end at once, to learn up front whether this
+/// process may have that many (`ulimit -u`, `ulimit -v`, the kernel's
+/// limits). The run's own threads are started later, some of them inside
+/// `tiny_http`, which panics when it cannot start one; probing first makes
+/// the common case one clear message before anything else has started.
+pub fn can_start_threads(count: usize) -> std::io::Result<()> {
+    let hold = std::sync::RwLock::new(());
+    let held = hold
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    std::thread::scope(|s| {
+        let mut result = Ok(());
+        for _ in 0..count {
+            let spawned = std::thread::Builder::new().spawn_scoped(s, || {
+                // Every probe stays alive until all have started.
+                drop(hold.read());
+            });
+            if let Err(e) = spawned {
+                result = Err(e);
+                break;
+            }
+        }
+        drop(held);
+        result
+    })
+}

@@ -160,6 +160,14 @@ impl Options {
                 self.concurrency, self.connections,
             ));
         }
+        let threads = limits::threads_needed(self.concurrency);
+        if let Err(e) = limits::can_start_threads(threads) {
+            return Err(format!(
+                "--concurrency {} needs {threads} threads, and this process cannot start \
+                 that many ({e}): lower --concurrency or raise the limit",
+                self.concurrency,
+            ));
+        }
         Ok(())
     }
 
@@ -462,6 +470,7 @@ fn main() -> ExitCode {
     let runs = match runs {
         Ok(runs) => runs,
         Err(message) => {
+            scratch::defer_to_interrupt();
             eprintln!("thundering_herd: {message}");
             return ExitCode::FAILURE;
         }
@@ -482,6 +491,7 @@ fn main() -> ExitCode {
         ],
         &runs.iter().map(table_row).collect::<Vec<_>>(),
     );
+    scratch::defer_to_interrupt();
     let mut failed = false;
     for run in &runs {
         let wrong = wrong_replies(run, &options);

@@ -8,6 +8,11 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the interrupt handler before it removes anything: from then on
+/// the handler decides how the process ends.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Every scratch directory this process has made. Removing one that its
 /// `TempDir` already removed is harmless, so entries are never taken out.
@@ -31,6 +36,7 @@ pub fn scratch_dir(tag: &str) -> io::Result<tempfile::TempDir> {
 /// and exits with 130 (the shell's code for an interrupted command).
 pub fn remove_on_interrupt(program: &'static str) -> Result<(), String> {
     ctrlc::set_handler(move || {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         let made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for dir in made.iter() {
             let _ = std::fs::remove_dir_all(dir);
@@ -39,4 +45,15 @@ pub fn remove_on_interrupt(program: &'static str) -> Result<(), String> {
         std::process::exit(130);
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))
+}
+
+/// For the main thread before it reports an error or exits: once an
+/// interrupt is being handled, waits for the handler to end the process
+/// (with 130), so that an error the removal itself caused (a database file
+/// gone from under a query) is not reported, and the exit status is the
+/// interrupt's.
+pub fn defer_to_interrupt() {
+    while INTERRUPTED.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
 }
