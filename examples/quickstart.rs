@@ -7,9 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use sync_singleflight::{Group, Role};
 
+/// Eight threads ask for the same slow lookup at once; it runs once, and
+/// the other seven share its value. Takes no options.
+#[derive(Parser)]
+#[command(name = "quickstart")]
+struct Options {}
+
 fn main() {
+    Options::parse();
     const THREADS: usize = 8;
     let group: Group<String, String> = Group::new();
     let lookups = AtomicUsize::new(0);

@@ -20,7 +20,6 @@
 
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -28,6 +27,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use clap::builder::RangedU64ValueParser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sync_singleflight::{Group, LeaderPanicked, Stats, Timeout};
 
 const KEYS: u8 = 4;
@@ -307,49 +309,35 @@ impl Soak {
     }
 }
 
+/// Fault-injection soak of sync-singleflight: threads hammer a small key
+/// space with work, timeouts, forgets and injected panics, and every result
+/// is checked as it comes back. Exits non-zero on any violation.
+#[derive(Parser, Debug)]
+#[command(name = "soak")]
 struct Args {
+    /// How long to run, in seconds (1 to 86400, a day)
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
+    /// Worker threads (1 to 1024)
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     threads: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        seconds: 10,
-        threads: 16,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            let text = it.next().ok_or(format!("{name} needs a value"))?;
-            text.parse()
-                .map_err(|_| format!("{name}: not a whole number: {text}"))
-        };
-        match flag.as_str() {
-            "--seconds" => args.seconds = number("--seconds")?,
-            "--threads" => args.threads = number("--threads")?.max(1) as usize,
-            "-h" | "--help" => {
-                println!(
-                    "soak: fault-injection soak of sync-singleflight\n\n\
-                     USAGE: cargo run --release --example soak -- [--seconds N] [--threads T]\n\n\
-                     --seconds N   how long to run (default 10)\n\
-                     --threads T   worker threads (default 16)"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}; try --help")),
-        }
-    }
-    Ok(args)
+/// The running counters, on a bar that fills with the seconds: drawn on a
+/// terminal only (indicatif hides it elsewhere), so logs get the summary
+/// alone.
+fn progress_bar(seconds: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(seconds), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos:>5}/{len}s {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("soak: {message}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let default_hook = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
         let injected = info
@@ -375,7 +363,7 @@ fn main() -> ExitCode {
     let epoch_end = Arc::new(Barrier::new(args.threads + 1));
     let epoch_start = Arc::new(Barrier::new(args.threads + 1));
     let deadline = Arc::new(Mutex::new(began));
-    let workers: Vec<_> = (0..args.threads)
+    let workers = (0..args.threads)
         .map(|t| {
             let (soak, stop, epoch_end, epoch_start, deadline) = (
                 soak.clone(),
@@ -384,7 +372,7 @@ fn main() -> ExitCode {
                 epoch_start.clone(),
                 deadline.clone(),
             );
-            thread::spawn(move || {
+            thread::Builder::new().spawn(move || {
                 let mut rng =
                     Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1).wrapping_mul(0x1234_5678_9abc_def1));
                 loop {
@@ -402,7 +390,19 @@ fn main() -> ExitCode {
                 }
             })
         })
-        .collect();
+        .collect::<std::io::Result<Vec<_>>>();
+    // The threads already started wait at the barrier; ending the process
+    // ends them.
+    let workers = match workers {
+        Ok(workers) => workers,
+        Err(e) => {
+            eprintln!(
+                "soak: could not start {} worker threads: {e}; lower --threads",
+                args.threads
+            );
+            return ExitCode::FAILURE;
+        }
+    };
 
     // A hung caller would stall the barrier forever; fail loudly instead.
     {
@@ -420,7 +420,7 @@ fn main() -> ExitCode {
             }
         });
     }
-    let mut stderr = std::io::stderr();
+    let bar = progress_bar(args.seconds);
     loop {
         let elapsed = began.elapsed();
         if elapsed >= total {
@@ -434,11 +434,9 @@ fn main() -> ExitCode {
         soak.check_quiet();
         let o = |c: &AtomicU64| c.load(Relaxed);
         let seen = &soak.seen;
-        let _ = write!(
-            stderr,
-            "\r[{:>4}s/{}s] calls {:>10}  runs {:>9}  timeouts {:>8}  panics {:>7}  violations {}   ",
-            began.elapsed().as_secs(),
-            args.seconds,
+        bar.set_position(began.elapsed().as_secs());
+        bar.set_message(format!(
+            "calls {:>10}  runs {:>9}  timeouts {:>8}  panics {:>7}  violations {}",
             o(&seen.calls),
             o(&seen.runs),
             o(&seen.timeouts),
@@ -447,9 +445,9 @@ fn main() -> ExitCode {
                 + o(&seen.leader_clone_panics)
                 + o(&seen.follower_clone_panics),
             o(&seen.violations),
-        );
-        let _ = stderr.flush();
+        ));
     }
+    bar.finish_and_clear();
     for worker in workers {
         if worker.join().is_err() {
             soak.violation("a worker thread died".to_string());
@@ -460,7 +458,6 @@ fn main() -> ExitCode {
     let o = |c: &AtomicU64| c.load(Relaxed);
     let seen = &soak.seen;
     let stats = soak.group.stats();
-    eprintln!();
     println!("soak: {} threads for {:.1?}", args.threads, began.elapsed());
     println!("  calls                {:>12}", o(&seen.calls));
     println!("  flights (runs)       {:>12}", o(&seen.runs));

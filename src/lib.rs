@@ -41,6 +41,18 @@
 //! assert!(matches!(*load_user(0).unwrap_err(), DbError::NotFound));
 //! ```
 //!
+//! # Features and MSRV
+//!
+//! None of the optional features is on by default:
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `tracing` | a `singleflight.flight` span per flight, with the group's name and the caller's role, and events for timeouts, panics, age replacements and retries |
+//! | `metrics` | counters and histograms through the `metrics` facade, labelled with the group's name: `singleflight_flights_total`, `_followers_served_total`, `_follower_timeouts_total`, `_leader_panics_total`, `_follower_panics_total`, `_replacements_total`, `_retries_total`, `_overflows_total`, and the histograms `singleflight_leader_run_seconds`, `_follower_wait_seconds` and `_callers_per_flight` |
+//! | `redis` | the `redis` module: `RedisGroup`, one run per key across processes through Redis or Valkey |
+//!
+//! The crate builds on Rust 1.85 and newer (edition 2024).
+//!
 //! # What happens to a call
 //!
 //! | situation | the leader | each follower |
@@ -225,6 +237,9 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+// On docs.rs (nightly, `--cfg docsrs`), every item behind a feature is marked
+// with the feature it needs; `doc_cfg` now includes what `doc_auto_cfg` did.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 #[cfg(feature = "redis")]

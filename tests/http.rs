@@ -10,12 +10,14 @@
 #[path = "../examples/thundering_herd/app.rs"]
 mod app;
 mod common;
+#[path = "../examples/thundering_herd/scratch.rs"]
+mod scratch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use app::{App, Database, Lookup, Reply, Server, TempDir, User};
+use app::{App, Database, Lookup, Reply, Server, User};
 use common::{wait_until, with_deadline};
 use sync_singleflight::Group;
 
@@ -28,15 +30,15 @@ struct Harness {
     /// How many followers must have joined, in all, before a leader may
     /// query: set before each burst.
     followers_due: Arc<AtomicU64>,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Harness {
     fn start(with_group: bool, workers: usize) -> Harness {
-        let dir = TempDir::new("http-test").unwrap();
+        let dir = scratch::scratch_dir("http-test").unwrap();
         let group = with_group.then(|| Arc::new(Group::new()));
         let followers_due = Arc::new(AtomicU64::new(0));
-        let mut db = Database::create(dir.path(), USERS, 4, Duration::ZERO).unwrap();
+        let mut db = Database::create(dir.path(), USERS, 4, Duration::ZERO, &|| {}).unwrap();
         if let Some(group) = &group {
             let (group, due) = (group.clone(), followers_due.clone());
             db = db.with_gate(Box::new(move |_id| {
@@ -61,7 +63,7 @@ impl Harness {
         self.followers_due
             .fetch_add((ids.len() - distinct) as u64, Ordering::SeqCst);
         self.server.warm_up(ids.len());
-        app::burst(&self.server.base_url(), ids, ids.len(), &|| {})
+        app::burst(&self.server.base_url(), ids, ids.len(), &|| {}).unwrap()
     }
 
     fn stop(self) -> Arc<App> {

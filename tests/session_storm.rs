@@ -62,7 +62,7 @@ fn gated_proxy(grouped: bool, tokens: usize) -> Proxy {
 /// One gated burst of `CALLERS` threads, round-robin over `tokens`.
 fn gated_burst(grouped: bool, tokens: &[&str]) -> (Proxy, Vec<Call>, Figures) {
     let proxy = gated_proxy(grouped, tokens.len());
-    let calls = sessions::burst(&proxy, &callers(tokens));
+    let calls = sessions::burst(&proxy, &callers(tokens)).unwrap().calls;
     let figures = Figures::of(&proxy, &calls);
     (proxy, calls, figures)
 }
@@ -120,7 +120,9 @@ fn with_the_group_one_token_gets_one_verification_one_session_one_id() {
 
         // Nothing is cached by the group: the next burst's flight finds the
         // session in the store, and still nobody verifies again.
-        let again = sessions::burst(&proxy, &callers(&["tok-ada"]));
+        let again = sessions::burst(&proxy, &callers(&["tok-ada"]))
+            .unwrap()
+            .calls;
         let figures = Figures::of(&proxy, &again);
         assert_eq!((figures.verifications, figures.sessions_written), (1, 1));
         assert!(

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One implementation's points: (threads, calls/s, executions/s).
@@ -26,60 +27,72 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(0x94, 0x67, 0xbd),
 ];
 
+/// Pixels across: GitHub shows the README's and docs' images at most about
+/// 880 px wide, so text drawn at this width keeps nearly its size there.
+const WIDTH: u32 = 1000;
+/// Text sizes in pixels at full width.
+const TITLE: u32 = 24;
+const CAPTION: u32 = 21;
+const LABEL: u32 = 18;
+
+/// Three panels: calls/s across the top (it carries the legend), the share
+/// of the limit and the executions of `f` side by side below it. Threads go
+/// across on a log2 scale, ticked at the powers of two the sweep runs.
 pub fn scaling_svg(path: &Path, series: &[Series], caption: &str) -> Result<(), Box<dyn Error>> {
-    let root = SVGBackend::new(path, (1380, 460)).into_drawing_area();
+    let root = SVGBackend::new(path, (WIDTH, 900)).into_drawing_area();
     root.fill(&WHITE)?;
-    let root = root.titled(caption, ("sans-serif", 18))?;
-    let panels = root.split_evenly((1, 3));
-    let (left, middle, right) = (&panels[0], &panels[1], &panels[2]);
-    let max_threads = series
+    let root = root.titled(caption, ("sans-serif", TITLE))?;
+    let (top, bottom) = root.split_vertically(470);
+    let (middle, right) = bottom.split_horizontally(WIDTH / 2);
+    let max_log2 = series
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .flat_map(|s| s.points.iter().map(|p| p.0.log2()))
         .fold(1.0, f64::max);
+    let across = || 0.0..max_log2;
     // The most a hot key can serve: every thread once per 1 ms flight.
     let limit: Vec<(f64, f64)> = series
         .first()
         .map(|s| s.points.iter().map(|p| (p.0, p.0 * 1000.0)).collect())
         .unwrap_or_default();
-    let top = |pick: fn(&(f64, f64, f64)) -> f64| {
+    let top_of = |pick: fn(&(f64, f64, f64)) -> f64| {
         series
             .iter()
             .flat_map(|s| s.points.iter().map(pick))
             .fold(1.0, f64::max)
     };
-    let top_calls = limit.iter().map(|p| p.1).fold(top(|p| p.1), f64::max);
-
-    let bottom = series
+    let top_calls = limit.iter().map(|p| p.1).fold(top_of(|p| p.1), f64::max);
+    let bottom_calls = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(f64::MAX, f64::min)
         .min(1000.0);
-    let mut calls = panel(left, "calls/s (log–log)").build_cartesian_2d(
-        (1.0..max_threads).log_scale(),
-        (bottom * 0.7..top_calls * 1.5).log_scale(),
-    )?;
-    mesh(&mut calls, "calls/s", 0)?;
+
+    let mut calls = panel(&top, "calls/s (log scales)")
+        .build_cartesian_2d(across(), (bottom_calls * 0.7..top_calls * 1.5).log_scale())?;
+    mesh(&mut calls, "calls/s", 0, max_log2)?;
     calls
-        .draw_series(LineSeries::new(limit, BLACK.mix(0.4).stroke_width(1)))?
+        .draw_series(LineSeries::new(
+            limit.iter().map(|&(t, c)| (t.log2(), c)),
+            BLACK.mix(0.4).stroke_width(2),
+        ))?
         .label("limit: threads / 1 ms")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.mix(0.4)));
     draw_lines(&mut calls, series, |p| p.1, true)?;
     calls
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
+        .label_font(("sans-serif", LABEL))
         .draw()?;
 
-    let mut share = panel(middle, "share of the limit (calls/s ÷ threads/1 ms)")
-        .build_cartesian_2d((1.0..max_threads).log_scale(), 0.0..1.0)?;
-    mesh(&mut share, "share of the limit", 1)?;
+    let mut share = panel(&middle, "share of the limit").build_cartesian_2d(across(), 0.0..1.0)?;
+    mesh(&mut share, "calls/s ÷ (threads / 1 ms)", 1, max_log2)?;
     draw_lines(&mut share, series, |p| p.1 / (p.0 * 1000.0), false)?;
 
-    let mut executions = panel(right, "executions of f per second")
-        .build_cartesian_2d((1.0..max_threads).log_scale(), 0.0..top(|p| p.2) * 1.25)?;
-    mesh(&mut executions, "executions/s", 0)?;
+    let mut executions = panel(&right, "executions of f per second")
+        .build_cartesian_2d(across(), 0.0..top_of(|p| p.2) * 1.25)?;
+    mesh(&mut executions, "executions/s", 0, max_log2)?;
     draw_lines(&mut executions, series, |p| p.2, false)?;
     root.present()?;
     Ok(())
@@ -92,30 +105,35 @@ fn panel<'a, 'b>(
 ) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
     let mut builder = ChartBuilder::on(area);
     builder
-        .caption(caption, ("sans-serif", 15))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(62);
+        .caption(caption, ("sans-serif", CAPTION))
+        .margin(14)
+        .x_label_area_size(56)
+        .y_label_area_size(84);
     builder
 }
 
-/// A panel: threads on a log scale across, `Y` up.
-type Panel<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, Y>>;
+/// A panel: log2(threads) across, `Y` up.
+type Panel<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
 
 fn mesh<Y>(
     chart: &mut Panel<'_, '_, Y>,
     y_desc: &str,
     decimals: usize,
+    max_log2: f64,
 ) -> Result<(), Box<dyn Error>>
 where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     chart
         .configure_mesh()
+        // One tick per power of two: 1, 2, 4 … as the sweep runs them.
+        .x_labels(max_log2.round() as usize + 1)
         .x_desc("threads on one hot key")
         .y_desc(y_desc)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
         .y_label_formatter(&|y| format!("{y:.decimals$}"))
+        .label_style(("sans-serif", LABEL))
+        .axis_desc_style(("sans-serif", LABEL))
         .draw()?;
     Ok(())
 }
@@ -130,14 +148,14 @@ fn draw_lines<Y: Ranged<ValueType = f64>>(
 ) -> Result<(), Box<dyn Error>> {
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points = s.points.iter().map(|p| (p.0, y(p)));
-        let line = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+        let points = s.points.iter().map(|p| (p.0.log2(), y(p)));
+        let line = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))?;
         if legend {
             line.label(s.name).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
             });
         }
-        chart.draw_series(points.map(|p| Circle::new(p, 3, color.filled())))?;
+        chart.draw_series(points.map(|p| Circle::new(p, 4, color.filled())))?;
     }
     Ok(())
 }

@@ -12,8 +12,10 @@
 //! implementations run back to back, in reverse order every other round, so
 //! ratios compare like with like on a noisy machine. Ratios are to Go in the
 //! main table; the second table compares with the OS-thread limit (medians of
-//! per-round ratios). The scaling sweep is written to
-//! `benches/peers/scaling.csv` and drawn as `benches/peers/scaling.svg`.
+//! per-round ratios). The scaling sweep is written to `scaling.csv` and
+//! drawn as `scaling.svg` in `--out` (`target/peers` by default), so a run
+//! leaves the source tree as it was; the checked-in copies in
+//! `benches/peers/` are updated only by asking for it (`--out benches/peers`).
 
 #[path = "../shared/ceiling.rs"]
 mod ceiling;
@@ -26,13 +28,16 @@ mod workloads;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::thread;
 use std::time::Duration;
 
 use ceiling::{Ceiling, futex_wake_floor};
+use clap::Parser;
+use clap::builder::PossibleValuesParser;
+use indicatif::{ProgressBar, ProgressStyle};
 use workloads::{
     Crate03, Followers, Naive, Ours, Peer, Until, hot, keys, mixed, sleep_1ms, spin_100us, w1, w2,
     wake_latency,
@@ -214,9 +219,19 @@ fn ours_u64_allocs() -> f64 {
 // ---------------------------------------------------------------------------
 // Go.
 
+/// `<target>/peers`, beside this bench's own binary
+/// (`<target>/<profile>/deps/peers-…`): where the Go peer is built and, by
+/// default, the results go.
+fn target_peers_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("peers")))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers"))
+}
+
 fn build_go() -> Result<PathBuf, String> {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out_dir = here.join("target/peers");
+    let out_dir = target_peers_dir();
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let binary = out_dir.join("go-singleflight");
     let gopath = format!("{}:/usr/share/gocode", out_dir.join("gopath").display());
@@ -257,6 +272,7 @@ fn run_go(binary: &Path, workload: &str, scale: f64) -> Figures {
 // What runs.
 
 const OURS: usize = 0;
+const CRATE03: usize = 1;
 const NAIVE: usize = 2;
 const CEILING: usize = 3;
 const GO: usize = 4;
@@ -296,14 +312,12 @@ fn scaling_workload(threads: usize) -> String {
 }
 
 /// Whether implementation `i` takes part in `workload`: the ceiling only in
-/// the hot-key ones, the futex floor is measured once (filed under the
-/// ceiling), and the scaling sweep is for this crate, naive std, the ceiling
-/// and Go.
+/// the hot-key ones, and the futex floor is measured once (filed under the
+/// ceiling).
 fn takes_part(workload: &str, i: usize) -> bool {
     match workload {
         "floor8" | "floor64" => i == CEILING,
         "w1" | "w2" | "w6" | "memory" => i != CEILING,
-        w if w.starts_with("scale") => matches!(i, OURS | NAIVE | CEILING | GO),
         _ => true,
     }
 }
@@ -333,10 +347,10 @@ fn run_rust<P: Peer>(workload: &str, scale: f64) -> Figures {
 
 fn run(go: &Path, workload: &str, i: usize, scale: f64) -> Figures {
     match i {
-        0 => run_rust::<Ours>(workload, scale),
-        1 => run_rust::<Crate03>(workload, scale),
-        2 => run_rust::<Naive>(workload, scale),
-        3 => run_rust::<Ceiling>(workload, scale),
+        OURS => run_rust::<Ours>(workload, scale),
+        CRATE03 => run_rust::<Crate03>(workload, scale),
+        NAIVE => run_rust::<Naive>(workload, scale),
+        CEILING => run_rust::<Ceiling>(workload, scale),
         _ => run_go(go, workload, scale),
     }
 }
@@ -547,10 +561,10 @@ fn print_limit_table(samples: &Samples, ran: &[&str], ours_u64: Option<f64>) {
     );
 }
 
-/// Medians per thread count: the scaling table, CSV and chart.
-fn report_scaling(samples: &Samples) {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers");
-    let impls = [OURS, NAIVE, CEILING, GO];
+/// Medians per thread count: the scaling table, and the CSV and chart in
+/// `out`.
+fn report_scaling(samples: &Samples, out: &Path) -> Result<(), String> {
+    let impls = [OURS, CRATE03, NAIVE, CEILING, GO];
     let mut csv = String::from(
         "threads,implementation,calls_per_sec,executions_per_sec,limit_calls_per_sec\n",
     );
@@ -589,38 +603,45 @@ fn report_scaling(samples: &Samples) {
         }
         println!();
     }
-    let csv_path = here.join("scaling.csv");
-    std::fs::write(&csv_path, csv).expect("write scaling.csv");
-    draw_scaling(&series);
-    println!("wrote {}", csv_path.display());
+    let csv_path = out.join("scaling.csv");
+    std::fs::write(&csv_path, csv)
+        .map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
+    println!("\nwrote {}", csv_path.display());
+    draw_scaling(&series, out)
 }
 
-fn draw_scaling(series: &[chart::Series]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/scaling.svg");
+fn draw_scaling(series: &[chart::Series], out: &Path) -> Result<(), String> {
+    let path = out.join("scaling.svg");
     let caption = format!(
         "One hot key, f sleeps 1 ms: medians of interleaved rounds, {} cores",
         thread::available_parallelism().map_or(0, |n| n.get())
     );
-    match chart::scaling_svg(&path, series, &caption) {
-        Ok(()) => println!("\nwrote {}", path.display()),
-        Err(e) => eprintln!("peers: cannot draw {}: {e}", path.display()),
-    }
+    chart::scaling_svg(&path, series, &caption)
+        .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
-/// `--replot`: redraws the chart from the checked-in CSV, without running.
-fn replot() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/scaling.csv");
-    let csv = std::fs::read_to_string(&path).expect("read scaling.csv");
+/// `--replot CSV`: redraws the chart from a CSV the sweep wrote, without
+/// running anything.
+fn replot(csv_path: &Path, out: &Path) -> Result<(), String> {
+    let csv = std::fs::read_to_string(csv_path)
+        .map_err(|e| format!("cannot read {}: {e}", csv_path.display()))?;
     let mut series: Vec<chart::Series> = Vec::new();
-    for line in csv.lines().skip(1) {
+    for (n, line) in csv.lines().enumerate().skip(1) {
         let fields: Vec<&str> = line.split(',').collect();
-        let Some(name) = fields.get(1) else {
-            continue;
+        let number = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+        let (Some(name), Some(threads), Some(calls), Some(executions)) =
+            (fields.get(1), number(0), number(2), number(3))
+        else {
+            return Err(format!(
+                "{} line {}: expected threads,implementation,calls_per_sec,executions_per_sec,…",
+                csv_path.display(),
+                n + 1
+            ));
         };
-        let number =
-            |i: usize| -> f64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
         let name = leak(name);
-        let point = (number(0), number(2), number(3));
+        let point = (threads, calls, executions);
         match series.iter_mut().find(|s| s.name == name) {
             Some(s) => s.points.push(point),
             None => series.push(chart::Series {
@@ -629,60 +650,80 @@ fn replot() {
             }),
         }
     }
-    draw_scaling(&series);
+    if series.is_empty() {
+        return Err(format!("{} has no rows", csv_path.display()));
+    }
+    draw_scaling(&series, out)
 }
 
-fn main() {
-    let mut rounds = 5;
-    let mut scale = 1.0;
-    let mut only: Option<String> = None;
-    let mut retries = 1;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--rounds N")
-            }
-            "--scale" => scale = args.next().and_then(|v| v.parse().ok()).expect("--scale X"),
-            "--only" => only = args.next(),
-            "--retries" => {
-                retries = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--retries N")
-            }
-            "--bench" => {}
-            "--replot" => return replot(),
-            "-h" | "--help" => {
-                println!(
-                    "peers: W1–W6, wake latency, the futex wake floor, memory and the scaling\n\
-                     sweep for sync-singleflight, singleflight 0.3, naive std, the OS-thread\n\
-                     ceiling and Go's x/sync singleflight; medians over interleaved rounds\n\n\
-                     --rounds N   rounds (default 5)\n\
-                     --scale X    scale the work per round (default 1.0)\n\
-                     --only W,..  run only these workloads: w1 w2 w3 w4 w5 w6 latency8 latency64\n\
-                     \x20            pure8 pure64 floor8 floor64 memory scaling"
-                );
-                return;
-            }
-            _ => {}
-        }
+/// The peer comparison: W1–W6, wake latency, the futex wake floor, memory and
+/// the scaling sweep, for sync-singleflight, singleflight 0.3, naive std, the
+/// OS-thread ceiling and Go's x/sync singleflight; medians over interleaved
+/// rounds.
+#[derive(Parser, Debug)]
+#[command(name = "peers")]
+struct Options {
+    /// Rounds; every figure is the median over them (1 to 100)
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Scales the work per round: 0.3 for a quick look (0.01 to 100)
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = scale)]
+    scale: f64,
+    /// Runs only these workloads, comma-separated (`scaling`: the whole sweep)
+    #[arg(long, value_name = "W,..", value_delimiter = ',', value_parser = PossibleValuesParser::new(WORKLOADS.into_iter().chain(["scaling"])))]
+    only: Vec<String>,
+    /// Re-runs of a sample disturbed by other processes (0 to 10)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
+    retries: u32,
+    /// Where the scaling CSV and chart go [default: <target dir>/peers]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Redraws the chart from this CSV into --out, without running anything
+    #[arg(long, value_name = "CSV")]
+    replot: Option<PathBuf>,
+    /// Passed by `cargo bench` to every bench target; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn scale(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if (0.01..=100.0).contains(&x) => Ok(x),
+        Ok(_) => Err("must be from 0.01 to 100".to_string()),
+        Err(_) => Err(format!("expected a number such as 0.3, got {value:?}")),
     }
+}
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    let out = options.out.clone().unwrap_or_else(target_peers_dir);
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("peers: cannot create {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    if let Some(csv) = &options.replot {
+        return match replot(csv, &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("peers: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (rounds, scale, retries) = (options.rounds, options.scale, options.retries as usize);
     let go = match build_go() {
         Ok(binary) => binary,
         Err(why) => {
             eprintln!("peers: {why}");
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
     };
     let wanted = |w: &str| {
-        only.as_deref().is_none_or(|o| {
-            o.split(',')
+        options.only.is_empty()
+            || options
+                .only
+                .iter()
                 .any(|o| o == w || (o == "scaling" && w.starts_with("scale")))
-        })
     };
     let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| w.to_string()).collect();
     workloads.extend(SCALING.iter().map(|&t| scaling_workload(t)));
@@ -692,6 +733,13 @@ fn main() {
     let mut samples = Samples(HashMap::new());
     let (mut noises, mut reruns) = (Vec::new(), 0);
     let started = std::time::Instant::now();
+    // On a terminal only: indicatif hides a stderr bar elsewhere.
+    let bar = ProgressBar::new(u64::from(rounds) * ran.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} workload rounds, {elapsed} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
     for round in 1..=rounds {
         // Reversed every other round, so no implementation always runs
         // first (or right after Go's process has exited).
@@ -700,10 +748,7 @@ fn main() {
             order.reverse();
         }
         for workload in &ran {
-            eprint!(
-                "\rround {round}/{rounds}: {workload:<10} ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            );
+            bar.set_message(format!("round {round}/{rounds}: {workload}"));
             for &i in order.iter().filter(|&&i| takes_part(workload, i)) {
                 // The quietest of up to 1 + `retries` attempts; no retries
                 // once most samples so far were disturbed (the machine is
@@ -733,9 +778,10 @@ fn main() {
                         .push(value);
                 }
             }
+            bar.inc(1);
         }
     }
-    eprintln!();
+    bar.finish_and_clear();
     let ours_u64 = ran.contains(&"memory").then(ours_u64_allocs);
 
     println!(
@@ -764,6 +810,10 @@ fn main() {
         .all(|&t| ran.contains(&scaling_workload(t).as_str()))
     {
         println!("\nScaling: one hot key, f sleeps 1 ms, calls/s (executions/s)\n");
-        report_scaling(&samples);
+        if let Err(message) = report_scaling(&samples, &out) {
+            eprintln!("peers: {message}");
+            return ExitCode::FAILURE;
+        }
     }
+    ExitCode::SUCCESS
 }

@@ -2,7 +2,10 @@
 # One command for the peer comparison: installs Go and x/sync from Debian if
 # they are missing, then runs the harness (medians over rounds, ratios to Go).
 #
-#   bash benches/peers/run.sh [--rounds N] [--scale X] [--only WORKLOAD]
+#   bash benches/peers/run.sh [--rounds N] [--scale X] [--only W,..] [--out DIR]
+#
+# The scaling CSV and chart go to target/peers/ (or --out), so a run leaves
+# the source tree clean; `--out benches/peers` updates the checked-in copies.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/golang.org/x/sync/singleflight ]; then

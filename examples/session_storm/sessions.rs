@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -229,29 +229,104 @@ pub struct Call {
     pub latency: Duration,
 }
 
-/// `tokens.len()` threads, one per token listed, released together by a
-/// barrier so they hit the proxy at the same moment.
-pub fn burst(proxy: &Proxy, tokens: &[String]) -> Vec<Call> {
-    let start = Barrier::new(tokens.len());
-    thread::scope(|s| {
-        let handles: Vec<_> = tokens
-            .iter()
-            .map(|token| {
-                let start = &start;
-                s.spawn(move || {
-                    start.wait();
+/// The callers of one burst, as they came back.
+pub struct Burst {
+    pub calls: Vec<Call>,
+    /// From the first caller's start to the last one's: callers that start
+    /// after a flight has landed find nothing to join and start another.
+    pub arrival_spread: Duration,
+}
+
+/// `tokens.len()` threads, one per token listed, released together so they
+/// hit the proxy at the same moment. Fails, without calling the proxy, when
+/// a thread cannot be started (the system's thread limit).
+pub fn burst(proxy: &Proxy, tokens: &[String]) -> Result<Burst, String> {
+    let start = StartLine::new(tokens.len());
+    let started = thread::scope(|s| {
+        let mut handles = Vec::with_capacity(tokens.len());
+        for (i, token) in tokens.iter().enumerate() {
+            let start = &start;
+            let spawned = thread::Builder::new().spawn_scoped(s, move || {
+                start.wait().then(|| {
                     let began = Instant::now();
                     let result = proxy.get_or_create(token);
-                    Call {
+                    let call = Call {
                         token: token.clone(),
                         result,
                         latency: began.elapsed(),
-                    }
+                    };
+                    (began, call)
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    start.call_off();
+                    return Err(format!(
+                        "could not start thread {} of {}: {e}; lower --threads",
+                        i + 1,
+                        tokens.len()
+                    ));
+                }
+            }
+        }
+        Ok(handles
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("released, not called off"))
+            .collect::<Vec<_>>())
+    })?;
+    let first = started.iter().map(|(began, _)| *began).min();
+    let last = started.iter().map(|(began, _)| *began).max();
+    Ok(Burst {
+        arrival_spread: last.zip(first).map_or(Duration::ZERO, |(l, f)| l - f),
+        calls: started.into_iter().map(|(_, call)| call).collect(),
     })
+}
+
+/// Like `std::sync::Barrier` for one use, but it can be called off: when a
+/// burst's thread cannot be started, the threads already waiting must be
+/// let go without calling anything, or the burst would hang.
+struct StartLine {
+    state: Mutex<Waiting>,
+    changed: Condvar,
+}
+
+struct Waiting {
+    arrived: usize,
+    expected: usize,
+    called_off: bool,
+}
+
+impl StartLine {
+    fn new(expected: usize) -> StartLine {
+        StartLine {
+            state: Mutex::new(Waiting {
+                arrived: 0,
+                expected,
+                called_off: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits until every expected thread has arrived (true) or the burst is
+    /// called off (false).
+    fn wait(&self) -> bool {
+        let mut state = self.state.lock().unwrap();
+        state.arrived += 1;
+        if state.arrived == state.expected {
+            self.changed.notify_all();
+        }
+        while state.arrived < state.expected && !state.called_off {
+            state = self.changed.wait(state).unwrap();
+        }
+        !state.called_off
+    }
+
+    fn call_off(&self) {
+        self.state.lock().unwrap().called_off = true;
+        self.changed.notify_all();
+    }
 }
 
 /// What the demo prints for a burst and the test asserts.

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
@@ -67,33 +67,6 @@ impl fmt::Display for LookupError {
 /// Errors are not `Clone`, so the group shares them through an `Arc`.
 pub type Lookup = Result<User, Arc<LookupError>>;
 
-/// A scratch directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> io::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "sync-singleflight-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Called before each query with the id being looked up; tests use it to
 /// hold a query until every request of a burst has arrived.
 pub type QueryGate = Box<dyn Fn(u64) + Send + Sync>;
@@ -109,14 +82,16 @@ pub struct Database {
 }
 
 impl Database {
-    /// Creates `users` rows in `dir/users.db` and opens `connections`
-    /// connections. Each lookup holds a connection for `delay` before its
-    /// query, standing in for a slow database.
+    /// Creates `users` rows in `dir/users.db`, calling `row_written` after
+    /// each, and opens `connections` connections. Each lookup holds a
+    /// connection for `delay` before its query, standing in for a slow
+    /// database.
     pub fn create(
         dir: &Path,
         users: u64,
         connections: usize,
         delay: Duration,
+        row_written: &dyn Fn(),
     ) -> rusqlite::Result<Database> {
         let path = dir.join("users.db");
         let mut setup = Connection::open(&path)?;
@@ -131,6 +106,7 @@ impl Database {
             for id in 1..=users {
                 let user = User::expected(id);
                 row.execute((user.id, &user.name, &user.email))?;
+                row_written();
             }
         }
         insert.commit()?;
@@ -310,22 +286,28 @@ impl Server {
             .to_ip()
             .ok_or_else(|| io::Error::other("not an IP listener"))?;
         let http = Arc::new(http);
-        let workers = (0..workers.max(1))
-            .map(|_| {
-                let (http, app) = (http.clone(), app.clone());
-                thread::spawn(move || {
-                    // `recv` fails once the server is unblocked for shutdown.
-                    while let Ok(request) = http.recv() {
-                        let _ = respond(&app, request);
-                    }
-                })
-            })
-            .collect();
-        Ok(Server {
+        let mut server = Server {
             http,
             addr,
-            workers,
-        })
+            workers: Vec::new(),
+        };
+        for _ in 0..workers.max(1) {
+            let (http, app) = (server.http.clone(), app.clone());
+            let worker = thread::Builder::new().spawn(move || {
+                // `recv` fails once the server is unblocked for shutdown.
+                while let Ok(request) = http.recv() {
+                    let _ = respond(&app, request);
+                }
+            });
+            match worker {
+                Ok(worker) => server.workers.push(worker),
+                Err(e) => {
+                    server.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(server)
     }
 
     /// Gives `tiny_http` one idle connection thread per client before a
@@ -471,21 +453,23 @@ pub fn get_user(agent: &ureq::Agent, base_url: &str, id: u64) -> Reply {
 
 /// Fires `ids.len()` requests at `base_url` from `concurrency` client
 /// threads (each with its own `ureq` agent), calling `progress` after each.
+/// Fails only when a client thread cannot be started; the threads that did
+/// start still finish their requests first.
 pub fn burst(
     base_url: &str,
     ids: &[u64],
     concurrency: usize,
     progress: &(dyn Fn() + Sync),
-) -> Vec<Reply> {
+) -> io::Result<Vec<Reply>> {
     let concurrency = concurrency.clamp(1, ids.len().max(1));
     let chunks: Vec<Vec<u64>> = (0..concurrency)
         .map(|c| ids.iter().copied().skip(c).step_by(concurrency).collect())
         .collect();
     thread::scope(|s| {
-        let handles: Vec<_> = chunks
+        let handles = chunks
             .into_iter()
             .map(|chunk| {
-                s.spawn(move || {
+                thread::Builder::new().spawn_scoped(s, move || {
                     let agent = client();
                     chunk
                         .into_iter()
@@ -497,11 +481,11 @@ pub fn burst(
                         .collect::<Vec<_>>()
                 })
             })
-            .collect();
-        handles
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
-            .collect()
+            .collect())
     })
 }
 

@@ -18,8 +18,10 @@ mod app;
 #[cfg(feature = "redis")]
 #[path = "../shared/fleet.rs"]
 mod fleet;
+mod limits;
 #[cfg(feature = "redis")]
 mod replicas;
+mod scratch;
 #[path = "../shared/table.rs"]
 mod table;
 
@@ -28,11 +30,24 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::{App, Database, Reply, Server, TempDir, User};
+use app::{App, Database, Reply, Server, User};
+use clap::builder::RangedU64ValueParser;
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sync_singleflight::Group;
 use table::{count, ms, percentile, print_table};
+
+// The largest values each option accepts: what a 2-core laptop with default
+// limits can actually run in minutes, not what the types could hold.
+const MAX_REQUESTS: u64 = 100_000;
+const MAX_CONCURRENCY: u64 = 1024;
+const MAX_USERS: u64 = 1_000_000;
+const MAX_QUERY_MS: u64 = 10_000;
+const MAX_CONNECTIONS: u64 = 256;
+const MAX_REPLICAS: u64 = 16;
+const MAX_BURSTS: u64 = 1000;
+/// The slowest row (the one without singleflight) must end within this.
+const LONGEST_RUN: Duration = Duration::from_secs(10 * 60);
 
 /// A burst of HTTP requests for a few hot users, over embedded SQLite, first
 /// with the lookup called directly, then through sync-singleflight's
@@ -41,35 +56,36 @@ use table::{count, ms, percentile, print_table};
 #[command(name = "thundering_herd")]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the replica mode's fields
 struct Options {
-    /// Requests per burst
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = at_least_one)]
+    /// Requests per burst (1 to 100000)
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = between(1, MAX_REQUESTS))]
     requests: usize,
-    /// Concurrent clients, and as many server threads
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one)]
+    /// Concurrent clients, and as many server threads (1 to 1024)
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = between(1, MAX_CONCURRENCY))]
     concurrency: usize,
     /// Distinct ids the burst cycles over: users 1 to N-1, and one id past
     /// the last user, which does not exist and is answered with a shared 404.
-    /// With 1, the burst asks for user 1 only and sees no 404s
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_least_one)]
+    /// With 1, the burst asks for user 1 only and sees no 404s (1 to
+    /// --users + 1)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = between(1, MAX_USERS + 1))]
     hot_keys: usize,
-    /// Rows in the users table
-    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = at_least_one)]
+    /// Rows in the users table (1 to 1000000)
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = between(1, MAX_USERS))]
     users: usize,
-    /// How long each query holds a connection, in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 20)]
+    /// How long each query holds a connection, in milliseconds (0 to 10000)
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=MAX_QUERY_MS))]
     query_ms: u64,
-    /// Connection pool size
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one)]
+    /// Connection pool size (1 to 256)
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = between(1, MAX_CONNECTIONS))]
     connections: usize,
     /// Run N server processes over one SQLite file instead, in bursts of
     /// --concurrency requests released together and spread round-robin
     /// over the replicas: without singleflight, with a Group per replica,
     /// and with one Redis group across them (needs `--features redis` and
-    /// redis-server on PATH). --requests does not apply
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    /// redis-server on PATH). --requests does not apply (1 to 16)
+    #[arg(long, value_name = "N", value_parser = between(1, MAX_REPLICAS))]
     replicas: Option<usize>,
-    /// With --replicas: bursts per row
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one)]
+    /// With --replicas: bursts per row (1 to 1000)
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = between(1, MAX_BURSTS))]
     bursts: usize,
     /// Internal: serve as one replica in this mode (direct, group or
     /// redis), over the database in --db, and print the port
@@ -83,12 +99,9 @@ struct Options {
     redis_url: Option<String>,
 }
 
-fn at_least_one(value: &str) -> Result<usize, String> {
-    match value.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_string()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("expected a whole number, got {value:?}")),
-    }
+/// Whole numbers from `min` to `max`, as the `usize` the demo counts in.
+fn between(min: u64, max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min..=max)
 }
 
 impl Options {
@@ -126,7 +139,51 @@ impl Options {
                 self.requests
             ));
         }
+        let slowest = self.slowest_run();
+        if slowest > LONGEST_RUN {
+            return Err(format!(
+                "without singleflight this run would take about {} min ({} ms per query, \
+                 {} at a time); the demo refuses runs over {} min: lower --requests (or --bursts) \
+                 or --query-ms, or raise --connections",
+                slowest.as_secs() / 60,
+                self.query_ms,
+                self.connections.min(self.concurrency),
+                LONGEST_RUN.as_secs() / 60,
+            ));
+        }
+        let needed = limits::open_files_needed(self.concurrency, self.connections);
+        let allowed = limits::open_files_allowed();
+        if needed > allowed {
+            return Err(format!(
+                "--concurrency {} with --connections {} needs about {needed} open files, \
+                 but this process may open {allowed} (ulimit -n): lower them or raise the limit",
+                self.concurrency, self.connections,
+            ));
+        }
+        let threads = limits::threads_needed(self.concurrency);
+        if let Err(e) = limits::can_start_threads(threads) {
+            return Err(format!(
+                "--concurrency {} needs {threads} threads, and this process cannot start \
+                 that many ({e}): lower --concurrency or raise the limit",
+                self.concurrency,
+            ));
+        }
         Ok(())
+    }
+
+    /// A lower bound on the time the row without singleflight takes: every
+    /// request queries, and queries hold one of the pool's connections.
+    fn slowest_run(&self) -> Duration {
+        let at_once = self.connections.min(self.concurrency) as u64;
+        let queries = match self.replicas {
+            // Each replica has its own pool; a burst is spread over them.
+            Some(replicas) => {
+                let per_replica = self.concurrency.div_ceil(replicas) as u64;
+                per_replica.div_ceil(at_once) * self.bursts as u64
+            }
+            None => (self.requests as u64).div_ceil(at_once),
+        };
+        Duration::from_millis(queries * self.query_ms)
     }
 
     /// The id that does not exist, when the burst asks for one.
@@ -196,12 +253,14 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(label: &'static str, len: usize) -> Progress {
+    /// A bar counting `len` `units` ("requests", "users").
+    fn new(label: &'static str, len: usize, units: &str) -> Progress {
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stdout());
+            let template = format!("{{prefix:<20}} [{{bar:40}}] {{pos}}/{{len}} {units}");
             bar.set_style(
-                ProgressStyle::with_template("{prefix:<20} [{bar:40}] {pos}/{len} requests")
-                    .expect("static template")
+                ProgressStyle::with_template(&template)
+                    .expect("a valid template")
                     .progress_chars("=> "),
             );
             bar.set_prefix(label);
@@ -216,12 +275,17 @@ impl Progress {
         }
     }
 
-    /// Ends with the run's own measured rate, the one the table shows, not
-    /// indicatif's moving estimate.
-    fn finish(&self, run: &Run) {
+    /// Clears the bar without a summary: for the set-up before a burst.
+    fn clear(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+
+    /// Ends with the run's own measured rate, the one the table shows, not
+    /// indicatif's moving estimate.
+    fn finish(&self, run: &Run) {
+        self.clear();
         println!("{:<20} {}", self.label, run.summary());
     }
 }
@@ -232,22 +296,30 @@ fn run(
     scrape: bool,
     options: &Options,
 ) -> Result<Run, String> {
-    let dir = TempDir::new(if with_group { "grouped" } else { "direct" })
+    let dir = scratch::scratch_dir(if with_group { "grouped" } else { "direct" })
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let filling = Progress::new(label, options.users, "users written");
     let db = Database::create(
         dir.path(),
         options.users as u64,
         options.connections,
         Duration::from_millis(options.query_ms),
+        &|| filling.inc(),
     )
-    .map_err(|e| format!("creating the SQLite database: {e}"))?;
+    .map_err(|e| {
+        format!(
+            "creating the SQLite database in {}: {e}",
+            dir.path().display()
+        )
+    })?;
+    filling.clear();
     let group = with_group.then(|| Arc::new(Group::builder().name("users").build()));
     let app = Arc::new(App::new(db, group.clone()));
     let server = Server::start(app.clone(), options.concurrency)
         .map_err(|e| format!("starting the server: {e}"))?;
 
     let ids = options.burst_ids();
-    let progress = Progress::new(label, ids.len());
+    let progress = Progress::new(label, ids.len(), "requests");
     server.warm_up(options.concurrency);
     let start = Instant::now();
     let replies = app::burst(&server.base_url(), &ids, options.concurrency, &|| {
@@ -262,6 +334,7 @@ fn run(
         None
     };
     server.stop();
+    let replies = replies.map_err(|e| format!("starting the client threads: {e}"))?;
 
     let flight_sizes = std::mem::take(&mut *app.flight_sizes.lock().unwrap());
     let run = Run {
@@ -375,6 +448,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Err(message) = scratch::remove_on_interrupt("thundering_herd") {
+        eprintln!("thundering_herd: {message}");
+        return ExitCode::FAILURE;
+    }
     // Before any group exists, so a group that records metrics records here.
     app::prometheus();
     println!(
@@ -393,6 +470,7 @@ fn main() -> ExitCode {
     let runs = match runs {
         Ok(runs) => runs,
         Err(message) => {
+            scratch::defer_to_interrupt();
             eprintln!("thundering_herd: {message}");
             return ExitCode::FAILURE;
         }
@@ -413,6 +491,7 @@ fn main() -> ExitCode {
         ],
         &runs.iter().map(table_row).collect::<Vec<_>>(),
     );
+    scratch::defer_to_interrupt();
     let mut failed = false;
     for run in &runs {
         let wrong = wrong_replies(run, &options);

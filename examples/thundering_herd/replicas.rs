@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sync_singleflight::Group;
 use sync_singleflight::redis::{RedisConfig, RedisGroup};
 
-use crate::app::{self, App, Database, Reply, Server, TempDir};
+use crate::app::{self, App, Database, Reply, Server};
 use crate::fleet::{self, RedisServer, Replica};
 use crate::table::{count, ms, percentile, print_table};
 use crate::{Options, is_wrong};
@@ -97,10 +97,10 @@ pub fn run(replicas: usize, options: &Options) -> ExitCode {
         options.describe_hot_ids(),
         redis.url(),
     );
-    let rows = TempDir::new("replicas")
+    let rows = crate::scratch::scratch_dir("replicas")
         .map_err(|e| format!("cannot create a temporary directory: {e}"))
         .and_then(|dir| {
-            Database::create(dir.path(), options.users as u64, 1, Duration::ZERO)
+            Database::create(dir.path(), options.users as u64, 1, Duration::ZERO, &|| {})
                 .map_err(|e| format!("creating the SQLite database: {e}"))?;
             ROWS.iter()
                 .map(|&(label, mode)| row(label, mode, replicas, dir.path(), &redis, options))
