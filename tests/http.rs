@@ -10,7 +10,7 @@
 #[path = "../examples/thundering_herd/app.rs"]
 mod app;
 mod common;
-#[path = "../examples/thundering_herd/scratch.rs"]
+#[path = "../examples/shared/scratch.rs"]
 mod scratch;
 
 use std::sync::Arc;

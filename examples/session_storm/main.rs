@@ -21,6 +21,9 @@
 mod fleet;
 #[cfg(feature = "redis")]
 mod replicas;
+#[cfg(feature = "redis")]
+#[path = "../shared/scratch.rs"]
+mod scratch;
 mod sessions;
 #[path = "../shared/table.rs"]
 mod table;

@@ -155,6 +155,10 @@ fn serve_burst(mode: &str, options: &Options) -> Result<(), String> {
 /// In the parent: every burst through every path, each on a fresh store
 /// and a fresh fleet.
 pub fn run(replicas: usize, options: &Options, bursts: &[(String, Vec<String>)]) -> ExitCode {
+    if let Err(message) = crate::scratch::remove_on_interrupt("session_storm") {
+        eprintln!("session_storm: {message}");
+        return ExitCode::FAILURE;
+    }
     let redis = match RedisServer::start() {
         Ok(redis) => redis,
         Err(message) => {
@@ -216,22 +220,14 @@ fn fleet_burst(
     redis: &RedisServer,
     options: &Options,
 ) -> Result<Figures, String> {
-    let file = std::env::temp_dir().join(format!(
-        "sync-singleflight-sessions-{}-{mode}-{}.db",
-        std::process::id(),
-        tokens.len()
-    ));
-    let remove = || {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-        }
-    };
-    remove();
+    // A folder of its own per burst (tempfile), so two runs started at the same
+    // moment never share a store; it goes on return and on Ctrl-C.
+    let scratch = crate::scratch::scratch_dir("sessions").map_err(|e| format!("creating a scratch folder: {e}"))?;
+    let file = scratch.path().join(format!("{mode}.db"));
     let store = Store::create_file(&file).map_err(|e| format!("creating the store: {e}"))?;
     let result = fleet_calls(mode, replicas, tokens, &file, redis, options);
     let written = store.written();
     drop(store);
-    remove();
     let (verifications, calls) = result?;
     Ok(Figures::from_calls(verifications, written, &calls))
 }

@@ -21,6 +21,7 @@ mod fleet;
 mod limits;
 #[cfg(feature = "redis")]
 mod replicas;
+#[path = "../shared/scratch.rs"]
 mod scratch;
 #[path = "../shared/table.rs"]
 mod table;

@@ -1,9 +1,9 @@
-//! Scratch directories for the demo's SQLite files, removed when dropped and
+//! Scratch directories for the demos' SQLite files, removed when dropped and
 //! also when the process is interrupted (Ctrl-C, SIGTERM, SIGHUP): a large
 //! run leaves hundreds of megabytes behind otherwise, and destructors do not
 //! run when a signal ends the process.
 
-#![allow(dead_code)] // the test uses scratch_dir only
+#![allow(dead_code)] // not every includer uses every function
 
 use std::io;
 use std::path::PathBuf;
