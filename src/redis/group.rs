@@ -14,7 +14,7 @@ use super::outcome::Counters;
 use super::pool::{Breaker, Pool, Pooled};
 use super::renew::{self, Renewer};
 use super::scripts::{self, Acquire, CallError, Entry, LeaseState, Scripts, Status};
-use super::{ConfigError, Error, FallbackReason, RedisConfig, RedisStats, RemoteOutcome, Source};
+use super::{ConfigError, Error, ErrorKind, RedisConfig, RedisStats, RemoteOutcome, Source};
 use crate::{Group, ToKey};
 
 /// How much longer than the lease's remaining time a follower blocks, so
@@ -313,7 +313,7 @@ where
         let s = &*self.shared;
         if !s.breaker.allows() {
             let err = Error::new(
-                FallbackReason::BreakerOpen,
+                ErrorKind::BreakerOpen,
                 "Redis failed recently; not trying it yet",
             );
             return Err((err, f));
@@ -336,7 +336,7 @@ where
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let err = Error::new(
-                    FallbackReason::WaitedTooLong,
+                    ErrorKind::WaitedTooLong,
                     format!(
                         "other leaders kept the key for over {:?}",
                         s.config.max_wait
@@ -386,7 +386,7 @@ where
                 Received::Value(bytes) => {
                     return match codec::decode(&bytes, s.config.max_payload) {
                         Ok(value) => Ok((value, Source::Follower)),
-                        Err(why) => Err((Error::new(FallbackReason::Malformed, why), f)),
+                        Err(why) => Err((Error::new(ErrorKind::Malformed, why), f)),
                     };
                 }
                 Received::Abandoned => check_followed = false,
@@ -404,34 +404,26 @@ enum Received {
 }
 
 impl Shared {
-    /// Classifies a failed exchange; I/O failures feed the breaker.
+    /// Classifies a failed exchange; outages feed the breaker.
     fn failed(&self, err: CallError) -> Error {
-        match err {
-            CallError::Malformed(why) => Error::new(FallbackReason::Malformed, why.0),
-            CallError::Redis(e) => {
-                let text = e.to_string();
-                if text.contains("WRONGTYPE") {
-                    return Error::new(
-                        FallbackReason::Malformed,
-                        format!("foreign data under our keys: {text}"),
-                    );
-                }
-                if self.breaker.failure() {
-                    Counters::bump(&self.counters.breaker_opens);
-                    // The idle connections very likely died with the server.
-                    self.pool.clear();
-                }
-                Error::new(FallbackReason::Unavailable, text)
-            }
+        let error = match err {
+            CallError::Malformed(why) => Error::new(ErrorKind::Malformed, why.0),
+            CallError::Redis(e) => Error::from_redis(&e),
+        };
+        if error.is_outage() && self.breaker.failure() {
+            Counters::bump(&self.counters.breaker_opens);
+            // The idle connections very likely died with the server.
+            self.pool.clear();
         }
+        error
     }
 
     fn receive(&self, entry: Entry) -> Received {
         let reason = match entry.status {
             Status::Value => return Received::Value(entry.body),
             Status::Abandoned => return Received::Abandoned,
-            Status::TooLarge => FallbackReason::PayloadTooLarge,
-            Status::Unencodable => FallbackReason::Unencodable,
+            Status::TooLarge => ErrorKind::PayloadTooLarge,
+            Status::Unencodable => ErrorKind::Unencodable,
         };
         Received::Unusable(Error::new(
             reason,

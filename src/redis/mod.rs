@@ -38,6 +38,7 @@
 //! | what happens | [`work`](RedisGroup::work) (fails open) | [`try_work`](RedisGroup::try_work) (strict) |
 //! |---|---|---|
 //! | Redis down, refusing or timing out | local run, [`FallbackReason::Unavailable`]; failures open the breaker | `Err`, same reason |
+//! | a wrong password or ACL user, a missing ACL permission, a TLS failure | local run, [`FallbackReason::Misconfigured`]; the breaker stays closed | `Err`; [`Error::kind`] says which |
 //! | breaker open | local run at once, [`FallbackReason::BreakerOpen`] | `Err` |
 //! | the leader process dies | its followers take over after at most the lease; one runs `f` ([`Source::Takeover`]) | same |
 //! | the leader panics | remote followers contend again at once; local followers get `LeaderPanicked` | same |
@@ -83,7 +84,7 @@ mod renew;
 mod scripts;
 
 pub use config::RedisConfig;
-pub use error::{ConfigError, Error};
+pub use error::{ConfigError, Error, ErrorKind};
 pub use group::RedisGroup;
 pub use key::KeyBytes;
 pub use outcome::{FallbackReason, RedisStats, RemoteOutcome, Source};

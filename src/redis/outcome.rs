@@ -34,17 +34,24 @@ pub enum FallbackReason {
     /// foreign or corrupt entry, a value of another schema, an oversized
     /// entry, or a reply of the wrong shape.
     Malformed,
+    /// Redis answered, but the setup is wrong: a wrong password or ACL
+    /// user, a missing ACL permission, a TLS failure, or a cluster node
+    /// reached without a cluster client. Unlike an outage this does not
+    /// open the circuit breaker; [`Error::kind`](super::Error::kind) says
+    /// which.
+    Misconfigured,
 }
 
 impl FallbackReason {
     /// Every reason, in the order of [`RedisStats::fallbacks`].
-    pub const ALL: [FallbackReason; 6] = [
+    pub const ALL: [FallbackReason; 7] = [
         FallbackReason::Unavailable,
         FallbackReason::BreakerOpen,
         FallbackReason::WaitedTooLong,
         FallbackReason::PayloadTooLarge,
         FallbackReason::Unencodable,
         FallbackReason::Malformed,
+        FallbackReason::Misconfigured,
     ];
 
     /// Its place in [`ALL`](Self::ALL), which lists the variants in
@@ -63,6 +70,7 @@ impl fmt::Display for FallbackReason {
             FallbackReason::PayloadTooLarge => "the leader's value was over max_payload",
             FallbackReason::Unencodable => "the leader's value could not be encoded",
             FallbackReason::Malformed => "malformed data in Redis",
+            FallbackReason::Misconfigured => "Redis refused this client's setup",
         })
     }
 }

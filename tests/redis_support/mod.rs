@@ -19,22 +19,35 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Mutex<Option<Child>>,
     port: u16,
+    /// The `default` user's password, when the server requires one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port; panics with install instructions
     /// when `redis-server` is not on PATH.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("no free port on 127.0.0.1")
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Starts a server on `port` (used to restart after [`kill`](Self::kill)).
     pub fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
+        Self::start_with(port, None)
+    }
+
+    /// Starts a server on a free port whose `default` user needs `password`
+    /// (`--requirepass`); [`url`](Self::url) and the fixture's own
+    /// connections carry it.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(free_port(), Some(password.to_string()))
+    }
+
+    fn start_with(port: u16, password: Option<String>) -> Self {
+        let mut cmd = Command::new("redis-server");
+        if let Some(password) = &password {
+            cmd.args(["--requirepass", password]);
+        }
+        let child = cmd
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .stdout(Stdio::null())
@@ -49,6 +62,7 @@ impl RedisServer {
         let server = RedisServer {
             child: Mutex::new(Some(child)),
             port,
+            password,
         };
         wait_until("redis-server answers PING", Duration::from_secs(10), || {
             let mut child = server.child.lock().unwrap();
@@ -65,8 +79,27 @@ impl RedisServer {
         self.port
     }
 
+    /// The URL of the `default` user (with its password, if any).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The URL of another user (an ACL user, or a wrong password).
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// The child's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("the server is running")
+            .id()
     }
 
     fn try_connection(&self) -> Option<redis::Connection> {
@@ -147,7 +180,15 @@ impl Drop for RedisServer {
     }
 }
 
-fn signal_pid(pid: u32, signal: &str) {
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("no free port on 127.0.0.1")
+        .port()
+}
+
+pub fn signal_pid(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
         .status()
