@@ -63,6 +63,17 @@ pub struct RedisConfig {
     pub max_payload: usize,
     /// Idle connections kept for reuse. Default: 16.
     pub max_idle_connections: usize,
+    /// This process's name in the fleet, published with every result it
+    /// leads and reported to every caller as
+    /// [`RemoteOutcome::leader`](super::RemoteOutcome::leader), so flights
+    /// can be matched across replicas' logs. Default: `host:pid` (the host
+    /// name from the OS, or `HOSTNAME`).
+    pub node_id: String,
+    /// How long a key's fencing counter lives after its last fenced flight
+    /// (see [`Lease::fencing_token`](super::Lease::fencing_token)). Tokens
+    /// keep increasing after it expires; the counter only guards against a
+    /// server clock stepping back meanwhile. Default: 24 h.
+    pub fence_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -92,6 +103,8 @@ impl RedisConfig {
             breaker_cooldown: Duration::from_secs(2),
             max_payload: 8 << 20,
             max_idle_connections: 16,
+            node_id: default_node_id(),
+            fence_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 
@@ -147,6 +160,7 @@ impl RedisConfig {
             ("result_ttl", self.result_ttl),
             ("connect_timeout", self.connect_timeout),
             ("io_timeout", self.io_timeout),
+            ("fence_ttl", self.fence_ttl),
         ] {
             if value < Duration::from_millis(1) {
                 return Err(format!("{name} {value:?} is below 1 ms"));
@@ -157,4 +171,17 @@ impl RedisConfig {
         }
         Ok(())
     }
+}
+
+/// `host:pid`: the host name as the OS reports it (Linux), else from the
+/// environment, else `localhost`.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }

@@ -10,10 +10,12 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::codec;
 use super::key::{KeyBytes, Keys};
+use super::lead::Won;
+use super::lease::Lease;
 use super::outcome::Counters;
-use super::pool::{Breaker, Pool, Pooled};
-use super::renew::{self, Renewer};
-use super::scripts::{self, Acquire, CallError, Entry, LeaseState, Scripts, Status};
+use super::pool::{Breaker, Pool};
+use super::renew::Renewer;
+use super::scripts::{self, Acquire, CallError, Claim, Entry, Scripts, Status};
 use super::{ConfigError, Error, ErrorKind, RedisConfig, RedisStats, RemoteOutcome, Source};
 use crate::{Group, ToKey};
 
@@ -21,12 +23,21 @@ use crate::{Group, ToKey};
 /// that a publish racing the expiry is still seen by the same read.
 const READ_SLACK: Duration = Duration::from_millis(50);
 
-/// What every local flight of either mode yields: the value and how the
-/// process got it, or (strict mode only) why it got none.
-type Flight<V> = Result<(V, Source), Error>;
+/// What every local flight of either mode yields: the value, how the
+/// process got it and who ran `f`, or (strict mode only) why it got none.
+type Flight<V> = Result<Got<V>, Error>;
 
 /// A remote attempt that produced no value hands `f` back unrun.
-type Attempt<V, F> = Result<(V, Source), (Error, F)>;
+type Attempt<V, F> = Result<Got<V>, (Error, F)>;
+
+/// A flight's value, how this process got it, and the node id of the
+/// process that ran `f`.
+#[derive(Clone)]
+struct Got<V> {
+    value: V,
+    source: Source,
+    leader: Arc<str>,
+}
 
 /// A group that deduplicates calls by key across threads *and* processes,
 /// through one Redis (or Valkey) server.
@@ -37,7 +48,7 @@ type Attempt<V, F> = Result<(V, Source), (Error, F)>;
 /// See the [module docs](super) for the protocol and the failure table.
 ///
 /// [`work`](Self::work) fails open: when Redis is unavailable (or anything
-/// else listed in [`FallbackReason`] happens) the call runs `f` locally,
+/// else listed in [`FallbackReason`](super::FallbackReason) happens) the call runs `f` locally,
 /// still deduplicated within this process. [`try_work`](Self::try_work)
 /// returns the [`Error`] instead.
 ///
@@ -74,8 +85,10 @@ pub(super) struct Shared {
     pub(super) pool: Pool,
     breaker: Breaker,
     pub(super) scripts: Scripts,
-    counters: Counters,
+    pub(super) counters: Counters,
     pub(super) renewer: Renewer,
+    /// [`RedisConfig::node_id`], shared by every outcome this process leads.
+    pub(super) node: Arc<str>,
 }
 
 pub(super) fn millis(d: Duration) -> u64 {
@@ -120,6 +133,7 @@ impl<K, V> RedisGroup<K, V> {
         );
         let shared = Shared {
             prefix: config.key_prefix(),
+            node: Arc::from(config.node_id.as_str()),
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             pool,
             scripts: Scripts::new(),
@@ -189,7 +203,7 @@ where
 {
     /// Runs `f` for `key` once across every thread and process using this
     /// Redis server and namespace, or waits for the run in flight, and
-    /// returns its value. Fails open: see [`FallbackReason`] for when `f`
+    /// returns its value. Fails open: see [`FallbackReason`](super::FallbackReason) for when `f`
     /// runs locally instead.
     ///
     /// # Panics
@@ -226,17 +240,7 @@ where
         Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
         F: FnOnce() -> V,
     {
-        let outcome = self.open.work_with_role(key, || self.flight(key, f, false));
-        let (value, source) = match outcome.value {
-            Ok(found) => found,
-            Err(_) => unreachable!("a failing-open flight always has a value"),
-        };
-        RemoteOutcome {
-            value,
-            role: outcome.role,
-            source,
-            callers: outcome.callers,
-        }
+        self.open_flight(key, |_: &Lease| f(), false)
     }
 
     /// The strict variant: never runs `f` outside cross-process dedup, and
@@ -247,7 +251,7 @@ where
     /// # Errors
     ///
     /// An [`Error`] whose [`reason`](Error::reason) is any
-    /// [`FallbackReason`]. Once this process holds the lease, `f` runs and
+    /// [`FallbackReason`](super::FallbackReason). Once this process holds the lease, `f` runs and
     /// its value is returned even if publishing it fails.
     ///
     /// # Panics
@@ -272,43 +276,92 @@ where
         Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
         F: FnOnce() -> V,
     {
-        let outcome = self
-            .strict
-            .work_with_role(key, || self.flight(key, f, true));
-        let (value, source) = outcome.value?;
+        self.strict_flight(key, |_: &Lease| f(), false)
+    }
+
+    /// A failing-open call, fenced or not.
+    pub(super) fn open_flight<Q, F>(&self, key: &Q, f: F, fenced: bool) -> RemoteOutcome<V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
+        F: FnOnce(&Lease) -> V,
+    {
+        match self.local_flight(key, f, false, fenced) {
+            Ok(outcome) => outcome,
+            Err(_) => unreachable!("a failing-open flight always has a value"),
+        }
+    }
+
+    /// A strict call, fenced or not.
+    pub(super) fn strict_flight<Q, F>(
+        &self,
+        key: &Q,
+        f: F,
+        fenced: bool,
+    ) -> Result<RemoteOutcome<V>, Error>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
+        F: FnOnce(&Lease) -> V,
+    {
+        self.local_flight(key, f, true, fenced)
+    }
+
+    /// Meets the process's other callers in the mode's local group; its
+    /// local leader runs [`flight`](Self::flight).
+    fn local_flight<Q, F>(
+        &self,
+        key: &Q,
+        f: F,
+        strict: bool,
+        fenced: bool,
+    ) -> Result<RemoteOutcome<V>, Error>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
+        F: FnOnce(&Lease) -> V,
+    {
+        let local = if strict { &self.strict } else { &self.open };
+        let outcome = local.work_with_role(key, || self.flight(key, f, strict, fenced));
+        let got = outcome.value?;
         Ok(RemoteOutcome {
-            value,
+            value: got.value,
             role: outcome.role,
-            source,
+            source: got.source,
             callers: outcome.callers,
+            leader: got.leader,
         })
     }
 
     /// The body of a local leader: the remote protocol, then the fallback.
-    fn flight<Q, F>(&self, key: &Q, f: F, strict: bool) -> Flight<V>
+    fn flight<Q, F>(&self, key: &Q, f: F, strict: bool, fenced: bool) -> Flight<V>
     where
         Q: ?Sized + KeyBytes,
-        F: FnOnce() -> V,
+        F: FnOnce(&Lease) -> V,
     {
-        let found = self.remote(key, f);
+        let found = self.remote(key, f, fenced);
         let source = match &found {
-            Ok((_, source)) => *source,
+            Ok(got) => got.source,
             Err((err, _)) => Source::Fallback(err.reason()),
         };
         self.shared.counters.source(source);
         match found {
-            Ok(found) => Ok(found),
+            Ok(got) => Ok(got),
             Err((err, _)) if strict => Err(err),
-            Err((_, f)) => Ok((f(), source)),
+            Err((_, f)) => Ok(Got {
+                value: f(&Lease::new(None, None)),
+                source,
+                leader: Arc::clone(&self.shared.node),
+            }),
         }
     }
 
     /// The cross-process protocol: acquire, then lead or follow, taking
     /// over from a leader that died or gave up.
-    fn remote<Q, F>(&self, key: &Q, f: F) -> Attempt<V, F>
+    fn remote<Q, F>(&self, key: &Q, f: F, fenced: bool) -> Attempt<V, F>
     where
         Q: ?Sized + KeyBytes,
-        F: FnOnce() -> V,
+        F: FnOnce(&Lease) -> V,
     {
         let s = &*self.shared;
         if !s.breaker.allows() {
@@ -324,6 +377,8 @@ where
         };
         let keys = Keys::new(&s.prefix, key);
         let lease_key = keys.lease();
+        let fence_key = keys.fence();
+        let fence_ttl_ms = fenced.then(|| millis(s.config.fence_ttl));
         let token = new_token();
         let lease_ms = millis(s.config.lease);
         let deadline = Instant::now() + s.config.max_wait;
@@ -344,19 +399,39 @@ where
                 );
                 return Err((err, f));
             }
-            let check = followed.as_deref().filter(|_| check_followed);
-            let reply = con.call(|c| s.scripts.acquire(c, &lease_key, check, &token, lease_ms));
+            let claim = Claim {
+                lease_key: &lease_key,
+                fence_key: &fence_key,
+                followed_done: followed.as_deref().filter(|_| check_followed),
+                token: &token,
+                lease_ms,
+                fence_ttl_ms,
+            };
+            let sent = Instant::now();
+            let reply = con.call(|c| s.scripts.acquire(c, &claim));
             let entry = match reply {
                 Err(e) => return Err((s.failed(e), f)),
-                Ok(Acquire::Acquired) => {
+                Ok(Acquire::Acquired { fence }) => {
                     s.breaker.success();
                     let source = if followed.is_some() {
                         Source::Takeover
                     } else {
                         Source::Leader
                     };
-                    let value = self.shared.lead(con, &keys, &lease_key, &token, f);
-                    return Ok((value, source));
+                    let won = Won {
+                        keys: &keys,
+                        lease_key: &lease_key,
+                        token: &token,
+                        fence,
+                        sent,
+                    };
+                    let value = self.shared.lead(con, won, f);
+                    let leader = Arc::clone(&s.node);
+                    return Ok(Got {
+                        value,
+                        source,
+                        leader,
+                    });
                 }
                 Ok(Acquire::Done(entry)) => entry,
                 Ok(Acquire::Held {
@@ -383,9 +458,13 @@ where
                 }
             };
             match s.receive(entry) {
-                Received::Value(bytes) => {
+                Received::Value(bytes, leader) => {
                     return match codec::decode(&bytes, s.config.max_payload) {
-                        Ok(value) => Ok((value, Source::Follower)),
+                        Ok(value) => Ok(Got {
+                            value,
+                            source: Source::Follower,
+                            leader: Arc::from(leader),
+                        }),
                         Err(why) => Err((Error::new(ErrorKind::Malformed, why), f)),
                     };
                 }
@@ -398,14 +477,15 @@ where
 
 /// A followed flight's entry, sorted by what the follower does next.
 enum Received {
-    Value(Vec<u8>),
+    /// The encoded value and the node id of its leader.
+    Value(Vec<u8>, String),
     Abandoned,
     Unusable(Error),
 }
 
 impl Shared {
     /// Classifies a failed exchange; outages feed the breaker.
-    fn failed(&self, err: CallError) -> Error {
+    pub(super) fn failed(&self, err: CallError) -> Error {
         let error = match err {
             CallError::Malformed(why) => Error::new(ErrorKind::Malformed, why.0),
             CallError::Redis(e) => Error::from_redis(&e),
@@ -420,7 +500,7 @@ impl Shared {
 
     fn receive(&self, entry: Entry) -> Received {
         let reason = match entry.status {
-            Status::Value => return Received::Value(entry.body),
+            Status::Value => return Received::Value(entry.body, entry.leader),
             Status::Abandoned => return Received::Abandoned,
             Status::TooLarge => ErrorKind::PayloadTooLarge,
             Status::Unencodable => ErrorKind::Unencodable,
@@ -429,85 +509,6 @@ impl Shared {
             reason,
             "the remote leader could not share its value",
         ))
-    }
-
-    /// Runs `f` holding the lease, renewing it, and publishes the result on
-    /// the connection already held: a fresh checkout right after Redis died
-    /// would make the leader's own callers wait for a reconnect.
-    fn lead<V: Serialize, F: FnOnce() -> V>(
-        self: &Arc<Self>,
-        con: Pooled<'_>,
-        keys: &Keys,
-        lease_key: &str,
-        token: &str,
-        f: F,
-    ) -> V {
-        let renewal = renew::start(self, lease_key, token);
-        let mut flight = Publisher {
-            shared: self,
-            con: Some(con),
-            lease_key,
-            done_key: keys.done(token),
-            token,
-        };
-        let value = f();
-        let (status, body) = match codec::encode(&value) {
-            Ok(body) if body.len() <= self.config.max_payload => (Status::Value, body),
-            Ok(_) => (Status::TooLarge, Vec::new()),
-            Err(_) => (Status::Unencodable, Vec::new()),
-        };
-        let mut lost = renewal.stop();
-        match flight.publish(status, &body) {
-            Ok(state) => lost |= state == LeaseState::Lost,
-            Err(e) => {
-                Counters::bump(&self.counters.publish_failures);
-                let _ = self.failed(e);
-            }
-        }
-        if lost {
-            Counters::bump(&self.counters.lost_leases);
-        }
-        value
-    }
-}
-
-/// Publishes a flight's end. Dropped without having published (the leader
-/// panicked), it publishes "abandon" so followers contend again at once
-/// instead of waiting out the lease, and releases the lease.
-struct Publisher<'a> {
-    shared: &'a Shared,
-    con: Option<Pooled<'a>>,
-    lease_key: &'a str,
-    done_key: String,
-    token: &'a str,
-}
-
-impl Publisher<'_> {
-    fn publish(&mut self, status: Status, body: &[u8]) -> Result<LeaseState, CallError> {
-        let mut con = self.con.take().expect("a flight publishes once");
-        let s = self.shared;
-        let ttl = millis(s.config.result_ttl);
-        con.call(|c| {
-            s.scripts.publish(
-                c,
-                self.lease_key,
-                &self.done_key,
-                self.token,
-                status,
-                body,
-                ttl,
-            )
-        })
-    }
-}
-
-impl Drop for Publisher<'_> {
-    fn drop(&mut self) {
-        if self.con.is_some() {
-            // Nothing to do with a failure here: followers fall back to the
-            // lease expiry, which bounds their wait anyway.
-            let _ = self.publish(Status::Abandoned, &[]);
-        }
     }
 }
 

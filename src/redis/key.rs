@@ -137,6 +137,11 @@ impl Keys {
         format!("{}lease", self.base)
     }
 
+    /// The key's fencing-token counter.
+    pub(super) fn fence(&self) -> String {
+        format!("{}fence", self.base)
+    }
+
     /// The result stream of the flight led under `token`.
     pub(super) fn done(&self, token: &str) -> String {
         format!("{}done:{token}", self.base)

@@ -76,15 +76,20 @@
 mod codec;
 mod config;
 mod error;
+mod fenced;
 mod group;
 mod key;
+mod lead;
+mod lease;
 mod outcome;
 mod pool;
 mod renew;
+mod replies;
 mod scripts;
 
 pub use config::RedisConfig;
 pub use error::{ConfigError, Error, ErrorKind};
 pub use group::RedisGroup;
 pub use key::KeyBytes;
+pub use lease::Lease;
 pub use outcome::{FallbackReason, RedisStats, RemoteOutcome, Source};

@@ -2,6 +2,7 @@
 //! [`FallbackReason`]) and the counters for each path ([`RedisStats`]).
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::{Role, Stats};
@@ -142,6 +143,10 @@ pub struct RemoteOutcome<V> {
     /// Callers in this process that got this value (as
     /// [`Outcome::callers`](crate::Outcome::callers)).
     pub callers: usize,
+    /// The [`node_id`](super::RedisConfig::node_id) of the process that ran
+    /// `f`: this process's own for a leader, a takeover or a fallback, the
+    /// publisher's for a remote follower.
+    pub leader: Arc<str>,
 }
 
 /// Counters of a [`RedisGroup`](super::RedisGroup), read with

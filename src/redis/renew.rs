@@ -3,7 +3,7 @@
 //! a lock and a push instead of a thread spawn. The thread exits after a
 //! second with nothing to renew and is started again on demand.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,7 +31,52 @@ struct Live {
     lease_key: String,
     token: String,
     due: Instant,
-    lost: Arc<AtomicBool>,
+    lost: Arc<Held>,
+}
+
+/// What a running leader knows about its lease, shared with the renewal
+/// thread and with the [`Lease`](super::Lease) handed to `f`.
+pub(super) struct Held {
+    /// A renewal answered "not ours" or failed.
+    lost: AtomicBool,
+    /// When the lease runs out unless renewed again, in nanoseconds after
+    /// `epoch`: counted from before the command that set or renewed it, so
+    /// it never ends later here than in Redis (clock rates aside).
+    expires: AtomicU64,
+    epoch: Instant,
+    lease: Duration,
+}
+
+impl Held {
+    /// A lease set by a command sent at `sent`.
+    pub(super) fn new(sent: Instant, lease: Duration) -> Self {
+        let held = Held {
+            lost: AtomicBool::new(false),
+            expires: AtomicU64::new(0),
+            epoch: sent,
+            lease,
+        };
+        held.extended(sent);
+        held
+    }
+
+    fn extended(&self, sent: Instant) {
+        let at = sent.saturating_duration_since(self.epoch) + self.lease;
+        let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
+        self.expires.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+
+    /// Whether the lease is known lost: a renewal said so or failed, or its
+    /// time ran out with no renewal confirmed (a paused process finds out
+    /// here before its renewal thread runs again).
+    pub(super) fn is_lost(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.lost.load(Ordering::Acquire) || now >= self.expires.load(Ordering::Acquire)
+    }
 }
 
 impl Renewer {
@@ -45,14 +90,14 @@ impl Renewer {
 pub(super) struct Renewal<'a> {
     renewer: &'a Renewer,
     id: u64,
-    lost: Arc<AtomicBool>,
+    lost: Arc<Held>,
 }
 
 impl Renewal<'_> {
     /// Stops renewing and tells whether the lease was lost meanwhile (a
     /// "not ours" reply or a failed renewal).
     pub(super) fn stop(self) -> bool {
-        self.lost.load(Ordering::Acquire)
+        self.lost.lost.load(Ordering::Acquire)
     }
 }
 
@@ -63,9 +108,13 @@ impl Drop for Renewal<'_> {
 }
 
 /// Registers a lease for renewal, starting the thread if it is not running.
-pub(super) fn start<'a>(shared: &'a Arc<Shared>, lease_key: &str, token: &str) -> Renewal<'a> {
+pub(super) fn start<'a>(
+    shared: &'a Arc<Shared>,
+    lease_key: &str,
+    token: &str,
+    lost: Arc<Held>,
+) -> Renewal<'a> {
     let renewer = &shared.renewer;
-    let lost = Arc::new(AtomicBool::new(false));
     let mut leases = renewer.lock();
     let id = leases.next_id;
     leases.next_id += 1;
@@ -87,7 +136,7 @@ pub(super) fn start<'a>(shared: &'a Arc<Shared>, lease_key: &str, token: &str) -
         match spawned {
             Ok(_) => leases.thread_running = true,
             // Without renewals the lease may expire under a long `f`: count it.
-            Err(_) => lost.store(true, Ordering::Release),
+            Err(_) => lost.lose(),
         }
     }
     Renewal { renewer, id, lost }
@@ -124,6 +173,7 @@ fn run(weak: Weak<Shared>) {
         drop(leases);
         let lease_ms = millis(shared.config.lease);
         for (id, lease_key, token) in due {
+            let sent = Instant::now();
             let renewed = shared
                 .pool
                 .get()
@@ -137,12 +187,9 @@ fn run(weak: Weak<Shared>) {
             };
             if matches!(renewed, Ok(LeaseState::Held)) {
                 leases.live[at].due = Instant::now() + every;
+                leases.live[at].lost.extended(sent);
             } else {
-                leases
-                    .live
-                    .swap_remove(at)
-                    .lost
-                    .store(true, Ordering::Release);
+                leases.live.swap_remove(at).lost.lose();
             }
         }
     }
