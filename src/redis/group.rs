@@ -66,7 +66,7 @@ struct Got<V> {
 pub struct RedisGroup<K, V> {
     open: Group<K, Flight<V>>,
     strict: Group<K, Flight<V>>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl<K, V> std::fmt::Debug for RedisGroup<K, V> {

@@ -1,6 +1,8 @@
-//! Typed errors against real redis-server processes: a wrong password, a
-//! missing password, ACL users with and without the permissions the
-//! protocol needs, a refused connection and a hung server.
+//! Setting a group up against real redis-server processes: typed errors
+//! for a wrong or missing password, ACL users with and without the
+//! permissions the protocol needs, a refused connection and a hung server;
+//! and `check()` on a healthy server, a badly configured one, a replica and
+//! unreachable or refusing ones.
 #![cfg(feature = "redis")]
 
 #[path = "redis_support/groups.rs"]
@@ -106,4 +108,70 @@ fn refused_and_hung_servers_are_told_apart() {
     server.pause(false);
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert_eq!(err.reason(), FallbackReason::Unavailable);
+}
+
+#[test]
+fn check_reports_the_server_and_warns_about_settings_that_hurt() {
+    let server = RedisServer::start();
+    let group = replica::<u32>(&server.url(), config("check"));
+    let health = group.check(4);
+    assert!(health.is_ok(), "{health:?}");
+    assert!(
+        health.version.starts_with(|c: char| c.is_ascii_digit()),
+        "{health:?}"
+    );
+    assert_eq!(health.mode, "standalone");
+    assert!(!health.replica);
+    assert!(health.round_trip > Duration::ZERO && health.round_trip < Duration::from_secs(1));
+
+    let mut con = server.connection();
+    for (name, value) in [("maxmemory-policy", "allkeys-lru"), ("maxclients", "20")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut con)
+            .unwrap();
+    }
+    let health = group.check(4);
+    assert!(health.error.is_none());
+    let warnings = health.warnings.join("\n");
+    assert!(warnings.contains("allkeys-lru"), "{warnings}");
+    assert!(warnings.contains("maxclients 20"), "{warnings}");
+    assert_eq!(health.warnings.len(), 2, "{warnings}");
+    // One process fits in 20 connections.
+    assert_eq!(group.check(1).warnings.len(), 1);
+
+    // A replica of it.
+    let replica_server = RedisServer::start();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(server.port())
+        .query(&mut replica_server.connection())
+        .unwrap();
+    let on_replica = replica::<u32>(&replica_server.url(), config("check")).check(1);
+    assert!(on_replica.replica, "{on_replica:?}");
+    assert!(on_replica.warnings.iter().any(|w| w.contains("replica")));
+}
+
+#[test]
+fn check_reports_why_it_could_not_connect_and_never_opens_the_breaker() {
+    let down = replica::<u32>(
+        &format!("redis://127.0.0.1:{}", free_port()),
+        config("check"),
+    );
+    for _ in 0..5 {
+        let health = down.check(1);
+        assert_eq!(health.error.unwrap().kind(), ErrorKind::Unreachable);
+        assert!(health.version.is_empty() && health.warnings.is_empty());
+    }
+    assert_eq!(down.stats().breaker_opens, 0);
+    let server = RedisServer::start_with_password("pw");
+    let wrong = replica::<u32>(&server.url_as("default", "nope"), config("check"));
+    let health = wrong.check(1);
+    assert_eq!(
+        health.error.as_ref().unwrap().kind(),
+        ErrorKind::Authentication
+    );
+    assert!(!health.is_ok());
 }

@@ -1,0 +1,161 @@
+//! [`RedisGroup::check`]: a startup probe of the server and of the settings
+//! that hurt the protocol, reported as [`Health`].
+
+use std::time::{Duration, Instant};
+
+use super::scripts::CallError;
+use super::{Error, RedisGroup};
+
+/// What [`RedisGroup::check`] found.
+///
+/// # Examples
+///
+/// ```no_run
+/// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+///
+/// let group: RedisGroup<String, u64> =
+///     RedisGroup::open("redis://127.0.0.1:6379", RedisConfig::new("demo", 1)).unwrap();
+/// let health = group.check(8);
+/// match &health.error {
+///     Some(err) => eprintln!("Redis is not usable yet ({err}); calls will run locally"),
+///     None => println!("Redis {} ({}), round trip {:?}", health.version, health.mode, health.round_trip),
+/// }
+/// for warning in &health.warnings {
+///     eprintln!("warning: {warning}");
+/// }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Why the server could not be checked (unreachable, authentication,
+    /// TLS, …); the other fields are empty then.
+    pub error: Option<Error>,
+    /// The server's version (`redis_version`, also set by Valkey).
+    pub version: String,
+    /// `standalone`, `cluster` or `sentinel`, as the server says
+    /// (`redis_mode`).
+    pub mode: String,
+    /// Whether the server is a replica (`role:slave`): it refuses writes.
+    pub replica: bool,
+    /// The best of three `PING` round trips on one connection.
+    pub round_trip: Duration,
+    /// Settings that make dedup fail or degrade, each with what to do.
+    pub warnings: Vec<String>,
+}
+
+impl Health {
+    /// Whether the server answered and nothing needs attention.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none() && self.warnings.is_empty()
+    }
+}
+
+impl<K, V> RedisGroup<K, V> {
+    /// Connects and reports the server version and mode, the round-trip
+    /// time, and warnings for settings that hurt the protocol: an
+    /// `allkeys-*` or `volatile-*` eviction policy (leases and results can
+    /// be evicted: duplicate runs), `maxclients` below what
+    /// `expected_processes` need (each process may hold up to
+    /// [`max_idle_connections`](super::RedisConfig::max_idle_connections)
+    /// connections plus one per flight in progress), a replica or a
+    /// cluster node reached as a single server, a server older than 5.0
+    /// (no streams). Call it at startup and log the result.
+    ///
+    /// Never panics and never opens the circuit breaker: a failure is
+    /// reported in [`Health::error`]. Uses its own connection, within the
+    /// configured timeouts.
+    ///
+    /// # Examples
+    ///
+    /// See [`Health`].
+    pub fn check(&self, expected_processes: usize) -> Health {
+        match self.probe(expected_processes) {
+            Ok(health) => health,
+            Err(e) => Health {
+                error: Some(match e {
+                    CallError::Redis(e) => Error::from_redis(&e),
+                    CallError::Malformed(why) => Error::new(super::ErrorKind::Malformed, why.0),
+                }),
+                ..Health::default()
+            },
+        }
+    }
+
+    fn probe(&self, expected_processes: usize) -> Result<Health, CallError> {
+        let config = &self.shared.config;
+        let mut con = self.shared.pool.get()?;
+        let mut round_trip = Duration::MAX;
+        for _ in 0..3 {
+            let sent = Instant::now();
+            con.call(|c| redis::cmd("PING").query::<String>(c))?;
+            round_trip = round_trip.min(sent.elapsed());
+        }
+        let info: String = con.call(|c| {
+            redis::cmd("INFO")
+                .arg("server")
+                .arg("replication")
+                .arg("clients")
+                .arg("memory")
+                .query(c)
+        })?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let mut health = Health {
+            error: None,
+            version: field("redis_version"),
+            mode: field("redis_mode"),
+            replica: field("role") == "slave",
+            round_trip,
+            warnings: Vec::new(),
+        };
+        let warn = &mut health.warnings;
+        let major: u32 = health
+            .version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 5 {
+            warn.push(format!(
+                "server version {:?}: the protocol needs streams (Redis 5.0 or later)",
+                health.version
+            ));
+        }
+        let policy = field("maxmemory_policy");
+        if policy.starts_with("allkeys-") || policy.starts_with("volatile-") {
+            warn.push(format!(
+                "maxmemory-policy {policy}: under memory pressure Redis may evict leases and \
+                 results, which costs duplicate runs; give it headroom or use noeviction"
+            ));
+        }
+        let per_process = config.max_idle_connections + 1;
+        let need = expected_processes.saturating_mul(per_process);
+        if let Ok(max) = field("maxclients").parse::<usize>() {
+            if max < need {
+                warn.push(format!(
+                    "maxclients {max} is below the {need} connections {expected_processes} \
+                     processes may hold ({per_process} each at least)"
+                ));
+            }
+        }
+        if health.replica {
+            warn.push(
+                "connected to a replica: it refuses writes (READONLY); point the group at the \
+                 primary (or use Sentinel)"
+                    .into(),
+            );
+        }
+        if health.mode == "cluster" {
+            warn.push(
+                "this server is a Redis Cluster node reached as a single server: keys on other \
+                 nodes answer MOVED; open the group for a cluster"
+                    .into(),
+            );
+        }
+        Ok(health)
+    }
+}
