@@ -1,19 +1,21 @@
 //! [`RedisGroup`]: a local [`Group`] whose leaders dedup across processes.
 
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::backend::{Backend, By, millis};
 use super::codec;
 use super::key::{KeyBytes, Keys};
 use super::outcome::Counters;
-use super::pool::{Breaker, Pool, Pooled};
-use super::renew::{self, Renewer};
-use super::scripts::{self, Acquire, CallError, Entry, LeaseState, Scripts, Status};
+use super::readers::Readers;
+use super::renew::Renewer;
+use super::reply::{Acquire, CallError, LeaseState, Received, Status};
+use super::token::{foreign_lease, new_token};
 use super::{ConfigError, Error, FallbackReason, RedisConfig, RedisStats, RemoteOutcome, Source};
 use crate::{Group, ToKey};
 
@@ -61,25 +63,18 @@ pub struct RedisGroup<K, V> {
 impl<K, V> std::fmt::Debug for RedisGroup<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisGroup")
-            .field("keys", &self.shared.prefix)
+            .field("keys", &self.shared.backend.prefix)
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
 
-/// What a group's leaders and its renewal thread share.
-pub(super) struct Shared {
-    pub(super) config: RedisConfig,
-    prefix: String,
-    pub(super) pool: Pool,
-    breaker: Breaker,
-    pub(super) scripts: Scripts,
-    counters: Counters,
-    pub(super) renewer: Renewer,
-}
-
-pub(super) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+/// What a group's local leaders share: the backend, the maintenance
+/// thread's registry and the shared readers.
+struct Shared {
+    backend: Arc<Backend>,
+    renewer: Renewer,
+    readers: Readers,
 }
 
 impl<K, V> RedisGroup<K, V> {
@@ -92,7 +87,8 @@ impl<K, V> RedisGroup<K, V> {
     /// A [`ConfigError`] when the URL does not parse or the configuration
     /// cannot work (an empty namespace or one with braces, a lease below
     /// 30 ms, a renewal not shorter than the lease, a zero timeout or
-    /// breaker threshold).
+    /// breaker threshold, no reader, or `max_connections` not above
+    /// `readers`).
     ///
     /// # Examples
     ///
@@ -112,20 +108,10 @@ impl<K, V> RedisGroup<K, V> {
             .map_err(bad_url)?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info).map_err(bad_url)?;
-        let pool = Pool::new(
-            client,
-            config.max_idle_connections,
-            config.connect_timeout,
-            config.io_timeout,
-        );
         let shared = Shared {
-            prefix: config.key_prefix(),
-            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
-            pool,
-            scripts: Scripts::new(),
-            counters: Counters::default(),
+            readers: Readers::new(&config.key_prefix(), config.readers),
             renewer: Renewer::default(),
-            config,
+            backend: Arc::new(Backend::new(config, client)),
         };
         Ok(RedisGroup {
             open: Group::new(),
@@ -145,7 +131,7 @@ impl<K, V> RedisGroup<K, V> {
     /// assert_eq!(group.config().namespace, "k");
     /// ```
     pub fn config(&self) -> &RedisConfig {
-        &self.shared.config
+        &self.shared.backend.config
     }
 
     /// Counters for every path a call can take. `local` holds the local
@@ -162,9 +148,15 @@ impl<K, V> RedisGroup<K, V> {
     /// assert_eq!(group.stats().remote_leaders, 0);
     /// ```
     pub fn stats(&self) -> RedisStats {
-        self.shared
-            .counters
-            .snapshot(self.open.stats(), self.strict.stats())
+        let b = &self.shared.backend;
+        let mut stats = b.counters.snapshot(self.open.stats(), self.strict.stats());
+        stats.connections_open = b.pool.stats.open.load(Relaxed);
+        stats.connections_peak = b.pool.stats.peak.load(Relaxed);
+        stats.dialled = b.pool.stats.dialled.load(Relaxed);
+        stats.redials = b.pool.stats.redials.load(Relaxed);
+        stats.orphans_released = b.orphans_released.load(Relaxed);
+        stats.remote_waiting = self.shared.readers.waiting();
+        stats
     }
 
     /// Flights of this process in progress right now.
@@ -295,7 +287,7 @@ where
             Ok((_, source)) => *source,
             Err((err, _)) => Source::Fallback(err.reason()),
         };
-        self.shared.counters.source(source);
+        self.shared.backend.counters.source(source);
         match found {
             Ok(found) => Ok(found),
             Err((err, _)) if strict => Err(err),
@@ -311,27 +303,27 @@ where
         F: FnOnce() -> V,
     {
         let s = &*self.shared;
-        if !s.breaker.allows() {
+        let b = &*s.backend;
+        if !b.breaker.allows() {
             let err = Error::new(
                 FallbackReason::BreakerOpen,
                 "Redis failed recently; not trying it yet",
             );
             return Err((err, f));
         }
-        let mut con = match s.pool.get() {
-            Ok(con) => con,
-            Err(e) => return Err((s.failed(CallError::Redis(e)), f)),
-        };
-        let keys = Keys::new(&s.prefix, key);
+        let keys = Keys::new(&b.prefix, key);
         let lease_key = keys.lease();
         let token = new_token();
-        let lease_ms = millis(s.config.lease);
-        let deadline = Instant::now() + s.config.max_wait;
-        // The result stream of the flight this caller last followed, and
-        // whether it must be checked before contending (after a read that
-        // timed out).
-        let mut followed: Option<String> = None;
+        let deadline = Instant::now() + b.config.max_wait;
+        // The flight this caller last followed (its token and result
+        // stream), and whether its stream must be checked before
+        // contending (after a read that timed out).
+        let mut followed: Option<(String, String)> = None;
         let mut check_followed = false;
+        // Tokens whose flights ended in "abandon": our publish deletes the
+        // lease in the same step, so finding one of them holding the lease
+        // again means the lease is not ours (and following it would loop).
+        let mut abandoned: Vec<String> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -339,23 +331,27 @@ where
                     FallbackReason::WaitedTooLong,
                     format!(
                         "other leaders kept the key for over {:?}",
-                        s.config.max_wait
+                        b.config.max_wait
                     ),
                 );
                 return Err((err, f));
             }
-            let check = followed.as_deref().filter(|_| check_followed);
-            let reply = con.call(|c| s.scripts.acquire(c, &lease_key, check, &token, lease_ms));
-            let entry = match reply {
-                Err(e) => return Err((s.failed(e), f)),
+            let check = followed
+                .as_ref()
+                .map(|(_, done)| done.as_str())
+                .filter(|_| check_followed);
+            let entry = match b.acquire(&lease_key, check, &token) {
+                Err(e) => {
+                    s.renewer.watch_orphans(&s.backend);
+                    return Err((b.error(e), f));
+                }
                 Ok(Acquire::Acquired) => {
-                    s.breaker.success();
                     let source = if followed.is_some() {
                         Source::Takeover
                     } else {
                         Source::Leader
                     };
-                    let value = self.shared.lead(con, &keys, &lease_key, &token, f);
+                    let value = s.lead(&keys, &lease_key, &token, f);
                     return Ok((value, source));
                 }
                 Ok(Acquire::Done(entry)) => entry,
@@ -363,17 +359,25 @@ where
                     token: holder,
                     pttl_ms,
                 }) => {
-                    s.breaker.success();
-                    // A lease without a TTL is not ours to judge; wait a lease.
-                    let remaining =
-                        u64::try_from(pttl_ms).map_or(s.config.lease, Duration::from_millis);
+                    if b.is_orphan(&holder) {
+                        // Ours, set by an acquire whose reply we gave up on.
+                        s.renewer.watch_orphans(&s.backend);
+                        let orphans = b.orphans();
+                        if let Some(orphan) = orphans.iter().find(|o| o.token == holder) {
+                            b.release_orphan(orphan, By::Caller);
+                        }
+                        continue;
+                    }
+                    if let Err(why) = foreign_lease(&holder, pttl_ms, &abandoned) {
+                        return Err((Error::new(FallbackReason::Malformed, why), f));
+                    }
+                    let remaining = Duration::from_millis(pttl_ms.unsigned_abs());
                     let block = (remaining + READ_SLACK).min(left);
                     let done = keys.done(&holder);
-                    let read =
-                        con.call_blocking(block, |c| scripts::read_result(c, &done, millis(block)));
-                    followed = Some(done);
+                    let read = s.readers.follow(&s.backend, &done, block);
+                    followed = Some((holder, done));
                     match read {
-                        Err(e) => return Err((s.failed(e), f)),
+                        Err(err) => return Err((err, f)),
                         Ok(None) => {
                             check_followed = true;
                             continue;
@@ -382,98 +386,57 @@ where
                     }
                 }
             };
-            match s.receive(entry) {
+            match entry.received() {
                 Received::Value(bytes) => {
-                    return match codec::decode(&bytes, s.config.max_payload) {
+                    return match codec::decode(&bytes, b.config.max_payload) {
                         Ok(value) => Ok((value, Source::Follower)),
                         Err(why) => Err((Error::new(FallbackReason::Malformed, why), f)),
                     };
                 }
-                Received::Abandoned => check_followed = false,
+                Received::Abandoned => {
+                    check_followed = false;
+                    abandoned.extend(followed.as_ref().map(|(t, _)| t.clone()));
+                }
                 Received::Unusable(err) => return Err((err, f)),
             }
         }
     }
 }
 
-/// A followed flight's entry, sorted by what the follower does next.
-enum Received {
-    Value(Vec<u8>),
-    Abandoned,
-    Unusable(Error),
-}
-
 impl Shared {
-    /// Classifies a failed exchange; I/O failures feed the breaker.
-    fn failed(&self, err: CallError) -> Error {
-        match err {
-            CallError::Malformed(why) => Error::new(FallbackReason::Malformed, why.0),
-            CallError::Redis(e) => {
-                let text = e.to_string();
-                if text.contains("WRONGTYPE") {
-                    return Error::new(
-                        FallbackReason::Malformed,
-                        format!("foreign data under our keys: {text}"),
-                    );
-                }
-                if self.breaker.failure() {
-                    Counters::bump(&self.counters.breaker_opens);
-                    // The idle connections very likely died with the server.
-                    self.pool.clear();
-                }
-                Error::new(FallbackReason::Unavailable, text)
-            }
-        }
-    }
-
-    fn receive(&self, entry: Entry) -> Received {
-        let reason = match entry.status {
-            Status::Value => return Received::Value(entry.body),
-            Status::Abandoned => return Received::Abandoned,
-            Status::TooLarge => FallbackReason::PayloadTooLarge,
-            Status::Unencodable => FallbackReason::Unencodable,
-        };
-        Received::Unusable(Error::new(
-            reason,
-            "the remote leader could not share its value",
-        ))
-    }
-
-    /// Runs `f` holding the lease, renewing it, and publishes the result on
-    /// the connection already held: a fresh checkout right after Redis died
-    /// would make the leader's own callers wait for a reconnect.
+    /// Runs `f` holding the lease, renewing it, then publishes the result.
+    /// No connection is held while `f` runs, so a process leading many
+    /// flights stays within `max_connections`; the publish takes a pooled
+    /// one (and redials once if it died meanwhile).
     fn lead<V: Serialize, F: FnOnce() -> V>(
-        self: &Arc<Self>,
-        con: Pooled<'_>,
+        &self,
         keys: &Keys,
         lease_key: &str,
         token: &str,
         f: F,
     ) -> V {
-        let renewal = renew::start(self, lease_key, token);
+        let b = &*self.backend;
+        let renewal = self.renewer.start(&self.backend, lease_key, token);
         let mut flight = Publisher {
-            shared: self,
-            con: Some(con),
+            backend: b,
+            published: false,
             lease_key,
             done_key: keys.done(token),
             token,
         };
         let value = f();
         let (status, body) = match codec::encode(&value) {
-            Ok(body) if body.len() <= self.config.max_payload => (Status::Value, body),
+            Ok(body) if body.len() <= b.config.max_payload => (Status::Value, body),
             Ok(_) => (Status::TooLarge, Vec::new()),
             Err(_) => (Status::Unencodable, Vec::new()),
         };
         let mut lost = renewal.stop();
         match flight.publish(status, &body) {
             Ok(state) => lost |= state == LeaseState::Lost,
-            Err(e) => {
-                Counters::bump(&self.counters.publish_failures);
-                let _ = self.failed(e);
-            }
+            Err(_) => Counters::bump(&b.counters.publish_failures),
         }
         if lost {
-            Counters::bump(&self.counters.lost_leases);
+            Counters::bump(&b.counters.lost_leases);
         }
         value
     }
@@ -483,8 +446,8 @@ impl Shared {
 /// panicked), it publishes "abandon" so followers contend again at once
 /// instead of waiting out the lease, and releases the lease.
 struct Publisher<'a> {
-    shared: &'a Shared,
-    con: Option<Pooled<'a>>,
+    backend: &'a Backend,
+    published: bool,
     lease_key: &'a str,
     done_key: String,
     token: &'a str,
@@ -492,11 +455,11 @@ struct Publisher<'a> {
 
 impl Publisher<'_> {
     fn publish(&mut self, status: Status, body: &[u8]) -> Result<LeaseState, CallError> {
-        let mut con = self.con.take().expect("a flight publishes once");
-        let s = self.shared;
-        let ttl = millis(s.config.result_ttl);
-        con.call(|c| {
-            s.scripts.publish(
+        self.published = true;
+        let b = self.backend;
+        let ttl = millis(b.config.result_ttl);
+        b.exchange(By::Caller, |c| {
+            b.scripts.publish(
                 c,
                 self.lease_key,
                 &self.done_key,
@@ -511,26 +474,10 @@ impl Publisher<'_> {
 
 impl Drop for Publisher<'_> {
     fn drop(&mut self) {
-        if self.con.is_some() {
+        if !self.published {
             // Nothing to do with a failure here: followers fall back to the
             // lease expiry, which bounds their wait anyway.
             let _ = self.publish(Status::Abandoned, &[]);
         }
     }
-}
-
-/// A flight token: 64 random bits fixed per process, then a counter, so
-/// tokens never repeat within a process and collide across processes with
-/// probability 2^-64. Unique, not secret.
-fn new_token() -> String {
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let now = std::time::SystemTime::now();
-        RandomState::new().hash_one((std::process::id(), now))
-    });
-    format!(
-        "{seed:016x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }

@@ -72,6 +72,8 @@
 //! # Ok::<(), sync_singleflight::redis::ConfigError>(())
 //! ```
 
+mod backend;
+mod breaker;
 mod codec;
 mod config;
 mod error;
@@ -79,8 +81,11 @@ mod group;
 mod key;
 mod outcome;
 mod pool;
+mod readers;
 mod renew;
+mod reply;
 mod scripts;
+mod token;
 
 pub use config::RedisConfig;
 pub use error::{ConfigError, Error};
