@@ -341,7 +341,10 @@ fn malformed_data_is_a_clear_error_or_a_labelled_local_run() {
     let group = replica::<String>(&server.url(), cfg);
     let mut con = server.connection();
     let lease = "sf:mal:v1:{k:bad}:lease";
-    let done = "sf:mal:v1:{k:bad}:done:T";
+    // A lease of our token shape, so that the call follows it to the stream.
+    const T: &str = "0123456789abcdef0123456789abcdef";
+    let done = format!("sf:mal:v1:{{k:bad}}:done:{T}");
+    let done = done.as_str();
     let oversized = vec![b'x'; 2 << 20];
     let cases: [(&[u8], &[u8], &str); 6] = [
         (b"v", b"garbage", "bad magic"),
@@ -356,7 +359,7 @@ fn malformed_data_is_a_clear_error_or_a_labelled_local_run() {
             .del(&[lease, done])
             .set_options(
                 lease,
-                "T",
+                T,
                 redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(5000)),
             )
             .cmd("XADD")

@@ -51,18 +51,36 @@ pub struct RedisConfig {
     /// longer than its block time). Default: 500 ms.
     pub io_timeout: Duration,
     /// Consecutive connection or I/O failures that open the circuit
-    /// breaker. Default: 3.
+    /// breaker. A failure counts only when it is evidence about the
+    /// server: a dial that fails, a timeout, or an error on a freshly
+    /// dialled connection. A pooled connection found dead (the server
+    /// restarted, or reaped it as idle) is redialled once, transparently,
+    /// without counting. Default: 3.
     pub breaker_failures: u32,
     /// How long an open breaker sends every call straight to a local run
-    /// before Redis is tried again. Default: 2 s.
+    /// before one caller probes Redis (half-open: the others keep falling
+    /// back until the probe answers). A failed probe reopens the breaker
+    /// for twice the previous cooldown, up to 8 × this value; any success
+    /// closes it and resets the cooldown to this value. Default: 2 s.
     pub breaker_cooldown: Duration,
     /// The largest encoded value that is shared through Redis; larger
     /// values are returned to the leader's own callers and their remote
     /// followers run `f` themselves at once. Also the limit on what a
     /// follower agrees to decode. Default: 8 MiB.
     pub max_payload: usize,
-    /// Idle connections kept for reuse. Default: 16.
-    pub max_idle_connections: usize,
+    /// The most connections this group opens to Redis at once, the
+    /// [`readers`](Self::readers)' included, however many keys are hot.
+    /// Short exchanges (acquire, publish, renew) share the other
+    /// `max_connections - readers`; when all are busy a call waits up to
+    /// [`io_timeout`](Self::io_timeout) for one, then falls back with
+    /// [`FallbackReason::Unavailable`](super::FallbackReason::Unavailable)
+    /// (not counted toward the breaker: the server is not at fault).
+    /// Default: 8.
+    pub max_connections: usize,
+    /// Threads that wait for other processes' results, each on one
+    /// connection with one `XREAD BLOCK` over every followed flight's
+    /// stream (standalone or Sentinel-managed Redis). Default: 1.
+    pub readers: usize,
     /// This process's name in the fleet, published with every result it
     /// leads and reported to every caller as
     /// [`RemoteOutcome::leader`](super::RemoteOutcome::leader), so flights
@@ -102,7 +120,8 @@ impl RedisConfig {
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(2),
             max_payload: 8 << 20,
-            max_idle_connections: 16,
+            max_connections: 8,
+            readers: 1,
             node_id: default_node_id(),
             fence_ttl: Duration::from_secs(24 * 60 * 60),
         }
@@ -165,6 +184,12 @@ impl RedisConfig {
             if value < Duration::from_millis(1) {
                 return Err(format!("{name} {value:?} is below 1 ms"));
             }
+        }
+        if self.readers == 0 || self.max_connections <= self.readers {
+            return Err(format!(
+                "max_connections {} must be above readers {} (at least 1)",
+                self.max_connections, self.readers
+            ));
         }
         if self.breaker_failures == 0 {
             return Err("breaker_failures must be at least 1".into());

@@ -57,6 +57,11 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The remote leader's value could not be serialized.
     Unencodable,
+    /// A limit of this process, not of Redis: every connection the group
+    /// may open stayed busy for the I/O timeout (see
+    /// [`max_connections`](super::RedisConfig::max_connections)), or a
+    /// thread could not be started.
+    LocalLimit,
     /// Recent failures opened the circuit breaker; Redis was not tried.
     BreakerOpen,
     /// Other processes' leaders kept the key longer than `max_wait`.
@@ -78,6 +83,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Malformed => "malformed data",
             ErrorKind::PayloadTooLarge => "payload too large",
             ErrorKind::Unencodable => "value not encodable",
+            ErrorKind::LocalLimit => "local limit",
             ErrorKind::BreakerOpen => "breaker open",
             ErrorKind::WaitedTooLong => "waited too long",
         })
@@ -120,7 +126,8 @@ impl Error {
             | ErrorKind::Cluster
             | ErrorKind::Replica
             | ErrorKind::Busy
-            | ErrorKind::Server => FallbackReason::Unavailable,
+            | ErrorKind::Server
+            | ErrorKind::LocalLimit => FallbackReason::Unavailable,
             ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::Tls => {
                 FallbackReason::Misconfigured
             }

@@ -1,21 +1,23 @@
 //! [`RedisGroup`]: a local [`Group`] whose leaders dedup across processes.
 
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::backend::{Backend, By, millis};
 use super::codec;
 use super::key::{KeyBytes, Keys};
 use super::lead::Won;
 use super::lease::Lease;
-use super::outcome::Counters;
-use super::pool::{Breaker, Pool};
+use super::readers::Readers;
 use super::renew::Renewer;
-use super::scripts::{self, Acquire, CallError, Claim, Entry, Scripts, Status};
+use super::reply::{Acquire, Received};
+use super::scripts::Claim;
+use super::token::{foreign_lease, new_token};
 use super::{ConfigError, Error, ErrorKind, RedisConfig, RedisStats, RemoteOutcome, Source};
 use crate::{Group, ToKey};
 
@@ -72,27 +74,20 @@ pub struct RedisGroup<K, V> {
 impl<K, V> std::fmt::Debug for RedisGroup<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisGroup")
-            .field("keys", &self.shared.prefix)
+            .field("keys", &self.shared.backend.prefix)
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
 
-/// What a group's leaders and its renewal thread share.
+/// What a group's local leaders share: the backend, the maintenance
+/// thread's registry and the shared readers.
 pub(super) struct Shared {
-    pub(super) config: RedisConfig,
-    prefix: String,
-    pub(super) pool: Pool,
-    breaker: Breaker,
-    pub(super) scripts: Scripts,
-    pub(super) counters: Counters,
+    pub(super) backend: Arc<Backend>,
     pub(super) renewer: Renewer,
+    readers: Readers,
     /// [`RedisConfig::node_id`], shared by every outcome this process leads.
     pub(super) node: Arc<str>,
-}
-
-pub(super) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl<K, V> RedisGroup<K, V> {
@@ -105,7 +100,8 @@ impl<K, V> RedisGroup<K, V> {
     /// A [`ConfigError`] when the URL does not parse or the configuration
     /// cannot work (an empty namespace or one with braces, a lease below
     /// 30 ms, a renewal not shorter than the lease, a zero timeout or
-    /// breaker threshold).
+    /// breaker threshold, no reader, or `max_connections` not above
+    /// `readers`).
     ///
     /// # Examples
     ///
@@ -125,21 +121,11 @@ impl<K, V> RedisGroup<K, V> {
             .map_err(bad_url)?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info).map_err(bad_url)?;
-        let pool = Pool::new(
-            client,
-            config.max_idle_connections,
-            config.connect_timeout,
-            config.io_timeout,
-        );
         let shared = Shared {
-            prefix: config.key_prefix(),
+            readers: Readers::new(&config.key_prefix(), config.readers),
             node: Arc::from(config.node_id.as_str()),
-            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
-            pool,
-            scripts: Scripts::new(),
-            counters: Counters::default(),
             renewer: Renewer::default(),
-            config,
+            backend: Arc::new(Backend::new(config, client)),
         };
         Ok(RedisGroup {
             open: Group::new(),
@@ -159,7 +145,7 @@ impl<K, V> RedisGroup<K, V> {
     /// assert_eq!(group.config().namespace, "k");
     /// ```
     pub fn config(&self) -> &RedisConfig {
-        &self.shared.config
+        &self.shared.backend.config
     }
 
     /// Counters for every path a call can take. `local` holds the local
@@ -176,9 +162,15 @@ impl<K, V> RedisGroup<K, V> {
     /// assert_eq!(group.stats().remote_leaders, 0);
     /// ```
     pub fn stats(&self) -> RedisStats {
-        self.shared
-            .counters
-            .snapshot(self.open.stats(), self.strict.stats())
+        let b = &self.shared.backend;
+        let mut stats = b.counters.snapshot(self.open.stats(), self.strict.stats());
+        stats.connections_open = b.pool.stats.open.load(Relaxed);
+        stats.connections_peak = b.pool.stats.peak.load(Relaxed);
+        stats.dialled = b.pool.stats.dialled.load(Relaxed);
+        stats.redials = b.pool.stats.redials.load(Relaxed);
+        stats.orphans_released = b.orphans_released.load(Relaxed);
+        stats.remote_waiting = self.shared.readers.waiting();
+        stats
     }
 
     /// Flights of this process in progress right now.
@@ -344,7 +336,7 @@ where
             Ok(got) => got.source,
             Err((err, _)) => Source::Fallback(err.reason()),
         };
-        self.shared.counters.source(source);
+        self.shared.backend.counters.source(source);
         match found {
             Ok(got) => Ok(got),
             Err((err, _)) if strict => Err(err),
@@ -364,29 +356,29 @@ where
         F: FnOnce(&Lease) -> V,
     {
         let s = &*self.shared;
-        if !s.breaker.allows() {
+        let b = &*s.backend;
+        if !b.breaker.allows() {
             let err = Error::new(
                 ErrorKind::BreakerOpen,
                 "Redis failed recently; not trying it yet",
             );
             return Err((err, f));
         }
-        let mut con = match s.pool.get() {
-            Ok(con) => con,
-            Err(e) => return Err((s.failed(CallError::Redis(e)), f)),
-        };
-        let keys = Keys::new(&s.prefix, key);
+        let keys = Keys::new(&b.prefix, key);
         let lease_key = keys.lease();
         let fence_key = keys.fence();
-        let fence_ttl_ms = fenced.then(|| millis(s.config.fence_ttl));
+        let fence_ttl_ms = fenced.then(|| millis(b.config.fence_ttl));
         let token = new_token();
-        let lease_ms = millis(s.config.lease);
-        let deadline = Instant::now() + s.config.max_wait;
-        // The result stream of the flight this caller last followed, and
-        // whether it must be checked before contending (after a read that
-        // timed out).
-        let mut followed: Option<String> = None;
+        let deadline = Instant::now() + b.config.max_wait;
+        // The flight this caller last followed (its token and result
+        // stream), and whether its stream must be checked before
+        // contending (after a read that timed out).
+        let mut followed: Option<(String, String)> = None;
         let mut check_followed = false;
+        // Tokens whose flights ended in "abandon": our publish deletes the
+        // lease in the same step, so finding one of them holding the lease
+        // again means the lease is not ours (and following it would loop).
+        let mut abandoned: Vec<String> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -394,7 +386,7 @@ where
                     ErrorKind::WaitedTooLong,
                     format!(
                         "other leaders kept the key for over {:?}",
-                        s.config.max_wait
+                        b.config.max_wait
                     ),
                 );
                 return Err((err, f));
@@ -402,17 +394,21 @@ where
             let claim = Claim {
                 lease_key: &lease_key,
                 fence_key: &fence_key,
-                followed_done: followed.as_deref().filter(|_| check_followed),
+                followed_done: followed
+                    .as_ref()
+                    .map(|(_, done)| done.as_str())
+                    .filter(|_| check_followed),
                 token: &token,
-                lease_ms,
+                lease_ms: millis(b.config.lease),
                 fence_ttl_ms,
             };
             let sent = Instant::now();
-            let reply = con.call(|c| s.scripts.acquire(c, &claim));
-            let entry = match reply {
-                Err(e) => return Err((s.failed(e), f)),
+            let entry = match b.acquire(&claim) {
+                Err(e) => {
+                    s.renewer.watch_orphans(&s.backend);
+                    return Err((b.error(e), f));
+                }
                 Ok(Acquire::Acquired { fence }) => {
-                    s.breaker.success();
                     let source = if followed.is_some() {
                         Source::Takeover
                     } else {
@@ -425,7 +421,7 @@ where
                         fence,
                         sent,
                     };
-                    let value = self.shared.lead(con, won, f);
+                    let value = s.lead(won, f);
                     let leader = Arc::clone(&s.node);
                     return Ok(Got {
                         value,
@@ -438,17 +434,25 @@ where
                     token: holder,
                     pttl_ms,
                 }) => {
-                    s.breaker.success();
-                    // A lease without a TTL is not ours to judge; wait a lease.
-                    let remaining =
-                        u64::try_from(pttl_ms).map_or(s.config.lease, Duration::from_millis);
+                    if b.is_orphan(&holder) {
+                        // Ours, set by an acquire whose reply we gave up on.
+                        s.renewer.watch_orphans(&s.backend);
+                        let orphans = b.orphans();
+                        if let Some(orphan) = orphans.iter().find(|o| o.token == holder) {
+                            b.release_orphan(orphan, By::Caller);
+                        }
+                        continue;
+                    }
+                    if let Err(why) = foreign_lease(&holder, pttl_ms, &abandoned) {
+                        return Err((Error::new(ErrorKind::Malformed, why), f));
+                    }
+                    let remaining = Duration::from_millis(pttl_ms.unsigned_abs());
                     let block = (remaining + READ_SLACK).min(left);
                     let done = keys.done(&holder);
-                    let read =
-                        con.call_blocking(block, |c| scripts::read_result(c, &done, millis(block)));
-                    followed = Some(done);
+                    let read = s.readers.follow(&s.backend, &done, block);
+                    followed = Some((holder, done));
                     match read {
-                        Err(e) => return Err((s.failed(e), f)),
+                        Err(err) => return Err((err, f)),
                         Ok(None) => {
                             check_followed = true;
                             continue;
@@ -457,9 +461,9 @@ where
                     }
                 }
             };
-            match s.receive(entry) {
+            match entry.received() {
                 Received::Value(bytes, leader) => {
-                    return match codec::decode(&bytes, s.config.max_payload) {
+                    return match codec::decode(&bytes, b.config.max_payload) {
                         Ok(value) => Ok(Got {
                             value,
                             source: Source::Follower,
@@ -468,62 +472,12 @@ where
                         Err(why) => Err((Error::new(ErrorKind::Malformed, why), f)),
                     };
                 }
-                Received::Abandoned => check_followed = false,
+                Received::Abandoned => {
+                    check_followed = false;
+                    abandoned.extend(followed.as_ref().map(|(t, _)| t.clone()));
+                }
                 Received::Unusable(err) => return Err((err, f)),
             }
         }
     }
-}
-
-/// A followed flight's entry, sorted by what the follower does next.
-enum Received {
-    /// The encoded value and the node id of its leader.
-    Value(Vec<u8>, String),
-    Abandoned,
-    Unusable(Error),
-}
-
-impl Shared {
-    /// Classifies a failed exchange; outages feed the breaker.
-    pub(super) fn failed(&self, err: CallError) -> Error {
-        let error = match err {
-            CallError::Malformed(why) => Error::new(ErrorKind::Malformed, why.0),
-            CallError::Redis(e) => Error::from_redis(&e),
-        };
-        if error.is_outage() && self.breaker.failure() {
-            Counters::bump(&self.counters.breaker_opens);
-            // The idle connections very likely died with the server.
-            self.pool.clear();
-        }
-        error
-    }
-
-    fn receive(&self, entry: Entry) -> Received {
-        let reason = match entry.status {
-            Status::Value => return Received::Value(entry.body, entry.leader),
-            Status::Abandoned => return Received::Abandoned,
-            Status::TooLarge => ErrorKind::PayloadTooLarge,
-            Status::Unencodable => ErrorKind::Unencodable,
-        };
-        Received::Unusable(Error::new(
-            reason,
-            "the remote leader could not share its value",
-        ))
-    }
-}
-
-/// A flight token: 64 random bits fixed per process, then a counter, so
-/// tokens never repeat within a process and collide across processes with
-/// probability 2^-64. Unique, not secret.
-fn new_token() -> String {
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let now = std::time::SystemTime::now();
-        RandomState::new().hash_one((std::process::id(), now))
-    });
-    format!(
-        "{seed:016x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::scripts::CallError;
+use super::backend::By;
+use super::reply::CallError;
 use super::{Error, RedisGroup};
 
 /// What [`RedisGroup::check`] found.
@@ -55,14 +56,13 @@ impl<K, V> RedisGroup<K, V> {
     /// time, and warnings for settings that hurt the protocol: an
     /// `allkeys-*` or `volatile-*` eviction policy (leases and results can
     /// be evicted: duplicate runs), `maxclients` below what
-    /// `expected_processes` need (each process may hold up to
-    /// [`max_idle_connections`](super::RedisConfig::max_idle_connections)
-    /// connections plus one per flight in progress), a replica or a
+    /// `expected_processes` need (each may hold
+    /// [`max_connections`](super::RedisConfig::max_connections)), a replica or a
     /// cluster node reached as a single server, a server older than 5.0
     /// (no streams). Call it at startup and log the result.
     ///
     /// Never panics and never opens the circuit breaker: a failure is
-    /// reported in [`Health::error`]. Uses its own connection, within the
+    /// reported in [`Health::error`]. Uses one pooled connection, within the
     /// configured timeouts.
     ///
     /// # Examples
@@ -72,31 +72,31 @@ impl<K, V> RedisGroup<K, V> {
         match self.probe(expected_processes) {
             Ok(health) => health,
             Err(e) => Health {
-                error: Some(match e {
-                    CallError::Redis(e) => Error::from_redis(&e),
-                    CallError::Malformed(why) => Error::new(super::ErrorKind::Malformed, why.0),
-                }),
+                error: Some(self.shared.backend.error(e)),
                 ..Health::default()
             },
         }
     }
 
     fn probe(&self, expected_processes: usize) -> Result<Health, CallError> {
-        let config = &self.shared.config;
-        let mut con = self.shared.pool.get()?;
-        let mut round_trip = Duration::MAX;
-        for _ in 0..3 {
-            let sent = Instant::now();
-            con.call(|c| redis::cmd("PING").query::<String>(c))?;
-            round_trip = round_trip.min(sent.elapsed());
-        }
-        let info: String = con.call(|c| {
-            redis::cmd("INFO")
+        let b = &*self.shared.backend;
+        let config = &b.config;
+        // One exchange, so the pings share a connection; not the caller's
+        // kind, so a failure here never counts towards the breaker.
+        let (round_trip, info) = b.exchange(By::Background, |c| {
+            let mut round_trip = Duration::MAX;
+            for _ in 0..3 {
+                let sent = Instant::now();
+                redis::cmd("PING").query::<String>(c)?;
+                round_trip = round_trip.min(sent.elapsed());
+            }
+            let info: String = redis::cmd("INFO")
                 .arg("server")
                 .arg("replication")
                 .arg("clients")
                 .arg("memory")
-                .query(c)
+                .query(c)?;
+            Ok::<_, CallError>((round_trip, info))
         })?;
         let field = |name: &str| {
             info.lines()
@@ -132,13 +132,13 @@ impl<K, V> RedisGroup<K, V> {
                  results, which costs duplicate runs; give it headroom or use noeviction"
             ));
         }
-        let per_process = config.max_idle_connections + 1;
+        let per_process = config.max_connections;
         let need = expected_processes.saturating_mul(per_process);
         if let Ok(max) = field("maxclients").parse::<usize>() {
             if max < need {
                 warn.push(format!(
                     "maxclients {max} is below the {need} connections {expected_processes} \
-                     processes may hold ({per_process} each at least)"
+                     processes may hold ({per_process} each, max_connections)"
                 ));
             }
         }

@@ -7,14 +7,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::backend::{Backend, By, millis};
 use super::codec;
-use super::group::{Shared, millis};
+use super::group::Shared;
 use super::key::Keys;
 use super::lease::Lease;
 use super::outcome::Counters;
-use super::pool::Pooled;
-use super::renew::{self, Held};
-use super::scripts::{CallError, LeaseState, Published, Status};
+use super::renew::Held;
+use super::reply::{CallError, LeaseState, Status};
+use super::scripts::Published;
 
 /// A flight this process has just won the lease for.
 pub(super) struct Won<'a> {
@@ -28,46 +29,42 @@ pub(super) struct Won<'a> {
 }
 
 impl Shared {
-    /// Runs `f` holding the lease, renewing it, and publishes the result on
-    /// the connection already held: a fresh checkout right after Redis died
-    /// would make the leader's own callers wait for a reconnect.
-    pub(super) fn lead<V: Serialize, F: FnOnce(&Lease) -> V>(
-        self: &Arc<Self>,
-        con: Pooled<'_>,
-        won: Won<'_>,
-        f: F,
-    ) -> V {
-        let held = Arc::new(Held::new(won.sent, self.config.lease));
-        let renewal = renew::start(self, won.lease_key, won.token, Arc::clone(&held));
+    /// Runs `f` holding the lease, renewing it, then publishes the result.
+    /// No connection is held while `f` runs, so a process leading many
+    /// flights stays within `max_connections`; the publish takes a pooled
+    /// one (and redials once if it died meanwhile).
+    pub(super) fn lead<V: Serialize, F: FnOnce(&Lease) -> V>(&self, won: Won<'_>, f: F) -> V {
+        let b = &*self.backend;
+        let held = Arc::new(Held::new(won.sent, b.config.lease));
+        let renewal =
+            self.renewer
+                .start(&self.backend, won.lease_key, won.token, Arc::clone(&held));
         let lease = Lease::new(won.fence, Some(held));
         let done_key = won.keys.done(won.token);
         let mut flight = Publisher {
-            shared: self,
-            con: Some(con),
-            published: Published {
+            backend: b,
+            published: false,
+            flight: Published {
                 lease_key: won.lease_key,
                 done_key: &done_key,
                 token: won.token,
-                ttl_ms: millis(self.config.result_ttl),
+                ttl_ms: millis(b.config.result_ttl),
                 leader: &self.node,
             },
         };
         let value = f(&lease);
         let (status, body) = match codec::encode(&value) {
-            Ok(body) if body.len() <= self.config.max_payload => (Status::Value, body),
+            Ok(body) if body.len() <= b.config.max_payload => (Status::Value, body),
             Ok(_) => (Status::TooLarge, Vec::new()),
             Err(_) => (Status::Unencodable, Vec::new()),
         };
         let mut lost = renewal.stop();
         match flight.publish(status, &body) {
             Ok(state) => lost |= state == LeaseState::Lost,
-            Err(e) => {
-                Counters::bump(&self.counters.publish_failures);
-                let _ = self.failed(e);
-            }
+            Err(_) => Counters::bump(&b.counters.publish_failures),
         }
         if lost {
-            Counters::bump(&self.counters.lost_leases);
+            Counters::bump(&b.counters.lost_leases);
         }
         value
     }
@@ -77,22 +74,24 @@ impl Shared {
 /// panicked), it publishes "abandon" so followers contend again at once
 /// instead of waiting out the lease, and releases the lease.
 struct Publisher<'a> {
-    shared: &'a Shared,
-    con: Option<Pooled<'a>>,
-    published: Published<'a>,
+    backend: &'a Backend,
+    published: bool,
+    flight: Published<'a>,
 }
 
 impl Publisher<'_> {
     fn publish(&mut self, status: Status, body: &[u8]) -> Result<LeaseState, CallError> {
-        let mut con = self.con.take().expect("a flight publishes once");
-        let s = self.shared;
-        con.call(|c| s.scripts.publish(c, &self.published, status, body))
+        self.published = true;
+        let b = self.backend;
+        b.exchange(By::Caller, |c| {
+            b.scripts.publish(c, &self.flight, status, body)
+        })
     }
 }
 
 impl Drop for Publisher<'_> {
     fn drop(&mut self) {
-        if self.con.is_some() {
+        if !self.published {
             // Nothing to do with a failure here: followers fall back to the
             // lease expiry, which bounds their wait anyway.
             let _ = self.publish(Status::Abandoned, &[]);

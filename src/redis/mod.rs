@@ -73,6 +73,8 @@
 //! # Ok::<(), sync_singleflight::redis::ConfigError>(())
 //! ```
 
+mod backend;
+mod breaker;
 mod codec;
 mod config;
 mod error;
@@ -84,9 +86,11 @@ mod lead;
 mod lease;
 mod outcome;
 mod pool;
+mod readers;
 mod renew;
-mod replies;
+mod reply;
 mod scripts;
+mod token;
 
 pub use config::RedisConfig;
 pub use error::{ConfigError, Error, ErrorKind};

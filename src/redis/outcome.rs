@@ -182,8 +182,25 @@ pub struct RedisStats {
     pub lost_leases: u64,
     /// Results that could not be published (Redis failed after `f` ran).
     pub publish_failures: u64,
-    /// Times the circuit breaker opened.
+    /// Times the circuit breaker opened (a failed half-open probe reopens
+    /// it and counts again).
     pub breaker_opens: u64,
+    /// Connections to Redis open right now, the shared readers' included;
+    /// never above [`RedisConfig::max_connections`](super::RedisConfig::max_connections).
+    pub connections_open: usize,
+    /// The most connections that were open at once.
+    pub connections_peak: usize,
+    /// Connections opened so far.
+    pub dialled: u64,
+    /// Pooled connections found dead on use (a restarted server, an idle
+    /// client reaped by the server's `timeout`, a killed client) and
+    /// replaced by a fresh one, transparently.
+    pub redials: u64,
+    /// Leases of ours that the server set after our acquire had timed out
+    /// (a hung server resuming), released by compare-and-delete.
+    pub orphans_released: u64,
+    /// Followers waiting for another process's result right now.
+    pub remote_waiting: usize,
 }
 
 impl RedisStats {
@@ -230,6 +247,7 @@ impl Counters {
             lost_leases: self.lost_leases.load(Relaxed),
             publish_failures: self.publish_failures.load(Relaxed),
             breaker_opens: self.breaker_opens.load(Relaxed),
+            ..RedisStats::default()
         }
     }
 }

@@ -1,12 +1,17 @@
-//! A small connection pool that never hands out a connection that has
-//! failed, and the circuit breaker in front of it.
+//! A bounded connection pool that never hands out a connection that has
+//! failed, and counts what it opens.
 //!
 //! Not r2d2: with Redis down its checkout waited out its whole connection
 //! timeout and PINGs on every checkout, whereas a refused direct connect
 //! fails in well under a millisecond.
+//!
+//! The bound covers every connection of a group: the shared readers'
+//! (dialled with [`Pool::dial_reader`], one each) and at most
+//! `max_connections - readers` for short exchanges. A checkout that finds
+//! all of those busy waits for one to come back, up to the I/O timeout.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection, RedisResult};
@@ -14,52 +19,145 @@ use redis::{Client, Connection, RedisResult};
 /// Idle connections, plus how to open new ones.
 pub(super) struct Pool {
     client: Client,
-    idle: Mutex<Vec<Connection>>,
-    max_idle: usize,
+    state: Mutex<Slots>,
+    returned: Condvar,
+    /// Connections for exchanges (the readers' are on top).
+    cap: usize,
     connect_timeout: Duration,
     io_timeout: Duration,
+    pub(super) stats: PoolStats,
+}
+
+struct Slots {
+    idle: Vec<Connection>,
+    checked_out: usize,
+}
+
+/// What the pool did, for [`RedisStats`](super::RedisStats).
+#[derive(Default)]
+pub(super) struct PoolStats {
+    pub(super) open: AtomicUsize,
+    pub(super) peak: AtomicUsize,
+    pub(super) dialled: AtomicU64,
+    pub(super) redials: AtomicU64,
+}
+
+/// Why [`Pool::get`] returned no connection.
+#[derive(Debug)]
+pub(super) enum GetError {
+    /// Every connection the bound allows stayed busy for the I/O timeout:
+    /// this process is busy, which says nothing about the server.
+    Busy(usize),
+    /// Opening a connection failed.
+    Dial(redis::RedisError),
 }
 
 impl Pool {
     pub(super) fn new(
         client: Client,
-        max_idle: usize,
+        cap: usize,
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> Self {
         Pool {
             client,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
+            state: Mutex::new(Slots {
+                idle: Vec::new(),
+                checked_out: 0,
+            }),
+            returned: Condvar::new(),
+            cap,
             connect_timeout,
             io_timeout,
+            stats: PoolStats::default(),
         }
     }
 
-    /// An idle connection, or a new one within the connect timeout.
-    pub(super) fn get(&self) -> RedisResult<Pooled<'_>> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let con = match idle {
-            Some(con) => con,
-            None => {
-                let con = self
-                    .client
-                    .get_connection_with_timeout(self.connect_timeout)?;
-                con.set_read_timeout(Some(self.io_timeout))?;
-                con.set_write_timeout(Some(self.io_timeout))?;
-                con
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection, or a new one within the connect timeout, or,
+    /// when the bound is reached, the first one returned within the I/O
+    /// timeout.
+    pub(super) fn get(&self) -> Result<Pooled<'_>, GetError> {
+        let deadline = Instant::now() + self.io_timeout;
+        let mut slots = self.slots();
+        loop {
+            if let Some(con) = slots.idle.pop() {
+                slots.checked_out += 1;
+                return Ok(self.pooled(con, false));
             }
-        };
-        Ok(Pooled {
+            if slots.checked_out < self.cap {
+                slots.checked_out += 1;
+                drop(slots);
+                return match self.dial() {
+                    Ok(con) => Ok(self.pooled(con, true)),
+                    Err(e) => {
+                        self.free_slot(None);
+                        Err(GetError::Dial(e))
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(GetError::Busy(self.cap));
+            }
+            slots = self
+                .returned
+                .wait_timeout(slots, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn pooled(&self, con: Connection, fresh: bool) -> Pooled<'_> {
+        Pooled {
             con: Some(con),
             pool: self,
             healthy: true,
-        })
+            fresh,
+        }
+    }
+
+    /// Opens a connection with the group's timeouts and counts it.
+    fn dial(&self) -> RedisResult<Connection> {
+        let con = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)?;
+        con.set_read_timeout(Some(self.io_timeout))?;
+        con.set_write_timeout(Some(self.io_timeout))?;
+        self.stats.dialled.fetch_add(1, Relaxed);
+        let open = self.stats.open.fetch_add(1, Relaxed) + 1;
+        self.stats.peak.fetch_max(open, Relaxed);
+        Ok(con)
+    }
+
+    /// A connection for a shared reader, outside the exchanges' share of
+    /// the bound (each reader holds one). Give it back with
+    /// [`close_reader`](Self::close_reader).
+    pub(super) fn dial_reader(&self) -> RedisResult<Connection> {
+        self.dial()
+    }
+
+    pub(super) fn close_reader(&self, con: Connection) {
+        drop(con);
+        self.stats.open.fetch_sub(1, Relaxed);
+    }
+
+    /// Returns a checked-out slot, with its connection when it may be reused.
+    fn free_slot(&self, idle: Option<Connection>) {
+        let mut slots = self.slots();
+        slots.checked_out -= 1;
+        slots.idle.extend(idle);
+        drop(slots);
+        self.returned.notify_one();
     }
 
     /// Drops every idle connection (after an outage they are all dead).
     pub(super) fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let dropped = std::mem::take(&mut self.slots().idle);
+        self.stats.open.fetch_sub(dropped.len(), Relaxed);
     }
 }
 
@@ -70,9 +168,16 @@ pub(super) struct Pooled<'a> {
     con: Option<Connection>,
     pool: &'a Pool,
     healthy: bool,
+    /// Dialled for this checkout: a failure on it is evidence about the
+    /// server, not about a connection that went stale while idle.
+    fresh: bool,
 }
 
 impl Pooled<'_> {
+    pub(super) fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
     /// Runs one exchange, retiring the connection if it fails.
     pub(super) fn call<T, E>(
         &mut self,
@@ -89,109 +194,31 @@ impl Pooled<'_> {
         result
     }
 
-    /// Like [`call`](Self::call), with the read timeout raised by `extra`
-    /// for a blocking command.
-    pub(super) fn call_blocking<T, E: From<redis::RedisError>>(
-        &mut self,
-        extra: Duration,
-        op: impl FnOnce(&mut Connection) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let normal = self.pool.io_timeout;
-        self.call(|con| {
-            con.set_read_timeout(Some(normal + extra))?;
-            let result = op(con);
-            con.set_read_timeout(Some(normal))?;
-            result
-        })
+    /// Swaps a connection that failed for a freshly dialled one, in the
+    /// same slot of the bound.
+    pub(super) fn redial(&mut self) -> RedisResult<()> {
+        self.pool.stats.redials.fetch_add(1, Relaxed);
+        if self.con.take().is_some() {
+            self.pool.stats.open.fetch_sub(1, Relaxed);
+        }
+        self.con = Some(self.pool.dial()?);
+        self.healthy = true;
+        self.fresh = true;
+        Ok(())
     }
 }
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(con) = self.con.take() {
-            if self.healthy {
-                let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < self.pool.max_idle {
-                    idle.push(con);
-                }
+        match self.con.take() {
+            Some(con) if self.healthy => self.pool.free_slot(Some(con)),
+            Some(con) => {
+                drop(con);
+                self.pool.stats.open.fetch_sub(1, Relaxed);
+                self.pool.free_slot(None);
             }
+            // A failed redial left the slot without a connection.
+            None => self.pool.free_slot(None),
         }
-    }
-}
-
-/// Consecutive-failure circuit breaker. While open, calls skip Redis
-/// entirely; after the cooldown they try again, and the next failure
-/// re-opens it at once (the failure count is only reset by a success).
-pub(super) struct Breaker {
-    threshold: u32,
-    cooldown: Duration,
-    failures: AtomicU32,
-    /// Nanoseconds after `epoch` until which the breaker is open.
-    open_until: AtomicU64,
-    epoch: Instant,
-}
-
-impl Breaker {
-    pub(super) fn new(threshold: u32, cooldown: Duration) -> Self {
-        Breaker {
-            threshold,
-            cooldown,
-            failures: AtomicU32::new(0),
-            open_until: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Whether Redis may be tried now.
-    pub(super) fn allows(&self) -> bool {
-        self.now() >= self.open_until.load(Ordering::Acquire)
-    }
-
-    pub(super) fn success(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Records a failure; returns true when this failure opened the breaker.
-    pub(super) fn failure(&self) -> bool {
-        let failures = self
-            .failures
-            .fetch_add(1, Ordering::AcqRel)
-            .saturating_add(1);
-        if failures < self.threshold {
-            return false;
-        }
-        let now = self.now();
-        let until = now.saturating_add(u64::try_from(self.cooldown.as_nanos()).unwrap_or(u64::MAX));
-        let previous = self.open_until.fetch_max(until, Ordering::AcqRel);
-        previous <= now
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn breaker_opens_after_threshold_and_closes_after_cooldown() {
-        let breaker = Breaker::new(2, Duration::from_millis(50));
-        assert!(breaker.allows());
-        assert!(!breaker.failure());
-        assert!(breaker.allows());
-        assert!(breaker.failure());
-        assert!(!breaker.allows());
-        assert!(!breaker.failure(), "already open: not a new opening");
-        let start = Instant::now();
-        while !breaker.allows() {
-            assert!(start.elapsed() < Duration::from_secs(2));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        breaker.success();
-        assert!(!breaker.failure());
     }
 }

@@ -1,22 +1,28 @@
-//! Lease renewal: one thread per group renews every running leader's lease
+//! The group's maintenance thread: it renews every running leader's lease
 //! (compare-and-PEXPIRE every `renew_interval`), so leading a flight costs
-//! a lock and a push instead of a thread spawn. The thread exits after a
-//! second with nothing to renew and is started again on demand.
+//! a lock and a push instead of a thread spawn, and it releases orphaned
+//! leases of ours (see [`Backend::acquire`]). The thread exits after a
+//! second with nothing to do and is started again on demand.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::group::{Shared, millis};
-use super::scripts::{CallError, LeaseState};
+use super::backend::{Backend, By, millis};
+use super::reply::LeaseState;
 
-/// How long the renewal thread lingers with nothing to renew (at least).
+/// How long the thread lingers with nothing to do (at least).
 const IDLE: Duration = Duration::from_secs(1);
+
+/// How often a possibly orphaned lease is tried again: the server that
+/// hung may resume at any time, and the lease it then sets blocks every
+/// other process until it is released.
+const ORPHAN_RETRY: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 pub(super) struct Renewer {
-    state: Mutex<Leases>,
+    state: Arc<Mutex<Leases>>,
 }
 
 #[derive(Default)]
@@ -79,10 +85,8 @@ impl Held {
     }
 }
 
-impl Renewer {
-    fn lock(&self) -> MutexGuard<'_, Leases> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn lock(state: &Mutex<Leases>) -> MutexGuard<'_, Leases> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running leader's registration; dropping it (panic included) stops the
@@ -103,51 +107,73 @@ impl Renewal<'_> {
 
 impl Drop for Renewal<'_> {
     fn drop(&mut self) {
-        self.renewer.lock().live.retain(|l| l.id != self.id);
+        lock(&self.renewer.state).live.retain(|l| l.id != self.id);
     }
 }
 
-/// Registers a lease for renewal, starting the thread if it is not running.
-pub(super) fn start<'a>(
-    shared: &'a Arc<Shared>,
-    lease_key: &str,
-    token: &str,
-    lost: Arc<Held>,
-) -> Renewal<'a> {
-    let renewer = &shared.renewer;
-    let mut leases = renewer.lock();
-    let id = leases.next_id;
-    leases.next_id += 1;
-    leases.live.push(Live {
-        id,
-        lease_key: lease_key.to_owned(),
-        token: token.to_owned(),
-        due: Instant::now() + shared.config.renew_interval(),
-        lost: Arc::clone(&lost),
-    });
-    // No wake-up for a running thread: it never sleeps longer than one
-    // renewal interval, so it is up before this lease is due. That keeps a
-    // context switch off every flight's path.
-    if !leases.thread_running {
-        let weak = Arc::downgrade(shared);
-        let spawned = thread::Builder::new()
-            .name("sf-redis-renew".into())
-            .spawn(move || run(weak));
-        match spawned {
-            Ok(_) => leases.thread_running = true,
+impl Renewer {
+    /// Registers a lease for renewal, starting the thread if it is not
+    /// running.
+    pub(super) fn start(
+        &self,
+        backend: &Arc<Backend>,
+        lease_key: &str,
+        token: &str,
+        lost: Arc<Held>,
+    ) -> Renewal<'_> {
+        let mut leases = lock(&self.state);
+        let id = leases.next_id;
+        leases.next_id += 1;
+        leases.live.push(Live {
+            id,
+            lease_key: lease_key.to_owned(),
+            token: token.to_owned(),
+            due: Instant::now() + backend.config.renew_interval(),
+            lost: Arc::clone(&lost),
+        });
+        // No wake-up for a running thread: it never sleeps longer than one
+        // renewal interval, so it is up before this lease is due. That
+        // keeps a context switch off every flight's path.
+        if !self.spawn_if_idle(&mut leases, backend) {
             // Without renewals the lease may expire under a long `f`: count it.
-            Err(_) => lost.lose(),
+            lost.lose();
+        }
+        Renewal {
+            renewer: self,
+            id,
+            lost,
         }
     }
-    Renewal { renewer, id, lost }
+
+    /// Makes sure the thread runs, to release orphaned leases.
+    pub(super) fn watch_orphans(&self, backend: &Arc<Backend>) {
+        let mut leases = lock(&self.state);
+        self.spawn_if_idle(&mut leases, backend);
+    }
+
+    /// Whether the thread runs (now).
+    fn spawn_if_idle(&self, leases: &mut Leases, backend: &Arc<Backend>) -> bool {
+        if leases.thread_running {
+            return true;
+        }
+        let (state, weak) = (Arc::clone(&self.state), Arc::downgrade(backend));
+        let spawned = thread::Builder::new()
+            .name("sf-redis-renew".into())
+            .spawn(move || run(&state, &weak));
+        leases.thread_running = spawned.is_ok();
+        leases.thread_running
+    }
 }
 
-fn run(weak: Weak<Shared>) {
+fn run(state: &Mutex<Leases>, weak: &Weak<Backend>) {
     let mut idle_since: Option<Instant> = None;
-    while let Some(shared) = weak.upgrade() {
-        let every = shared.config.renew_interval();
-        let renewer = &shared.renewer;
-        let mut leases = renewer.lock();
+    while let Some(backend) = weak.upgrade() {
+        let every = backend.config.renew_interval();
+        let orphans = backend.orphans();
+        for orphan in &orphans {
+            backend.release_orphan(orphan, By::Background);
+        }
+        let mut leases = lock(state);
         let now = Instant::now();
         let due: Vec<(u64, String, String)> = leases
             .live
@@ -156,32 +182,31 @@ fn run(weak: Weak<Shared>) {
             .map(|l| (l.id, l.lease_key.clone(), l.token.clone()))
             .collect();
         if due.is_empty() {
-            if !leases.live.is_empty() {
+            if !leases.live.is_empty() || !orphans.is_empty() {
                 idle_since = None;
             } else if now.duration_since(*idle_since.get_or_insert(now)) >= IDLE {
                 leases.thread_running = false;
                 return;
             }
             let next = leases.live.iter().map(|l| l.due).min();
-            let wait = next.map_or(every, |d| d.saturating_duration_since(now).min(every));
+            let mut wait = next.map_or(every, |d| d.saturating_duration_since(now).min(every));
+            if !orphans.is_empty() {
+                wait = wait.min(ORPHAN_RETRY);
+            }
             drop(leases);
             // Not holding the group while asleep: dropping it ends the thread.
-            drop(shared);
+            drop(backend);
             thread::sleep(wait);
             continue;
         }
         drop(leases);
-        let lease_ms = millis(shared.config.lease);
+        let lease_ms = millis(backend.config.lease);
         for (id, lease_key, token) in due {
             let sent = Instant::now();
-            let renewed = shared
-                .pool
-                .get()
-                .map_err(CallError::Redis)
-                .and_then(|mut con| {
-                    con.call(|c| shared.scripts.renew(c, &lease_key, &token, lease_ms))
-                });
-            let mut leases = renewer.lock();
+            let renewed = backend.exchange(By::Background, |c| {
+                backend.scripts.renew(c, &lease_key, &token, lease_ms)
+            });
+            let mut leases = lock(state);
             let Some(at) = leases.live.iter().position(|l| l.id == id) else {
                 continue; // the flight ended meanwhile
             };

@@ -1,10 +1,10 @@
-//! The Lua scripts of the protocol and how they are called (their replies
-//! are decoded in `replies`). Each script touches keys of one hash tag only.
+//! The Lua scripts of the protocol and the reads, each touching keys of
+//! one hash tag only. Every script is safe to run twice with the same
+//! arguments (a retry after a lost reply): see each one's comment.
 
 use redis::{Connection, Script, ScriptInvocation, Value};
 
-pub(crate) use super::replies::{Acquire, Entry, LeaseState, Malformed, Status};
-use super::replies::{parse_acquire, parse_lease_state, parse_xread};
+use super::reply::{self, Acquire, CallError, LeaseState, Malformed, Status, StreamEntries};
 
 /// Take the lease, or name who holds it. With a third key (the result
 /// stream of the flight the caller followed), first check whether that
@@ -19,6 +19,11 @@ use super::replies::{parse_acquire, parse_lease_state, parse_xread};
 /// unless the server's clock stepped back. While it lives, `last + 1`
 /// keeps tokens increasing across such a step. Lua numbers are doubles:
 /// exact up to 2^53 µs, about 285 years.
+///
+/// Retry-safe: a lease that already holds the caller's token answers
+/// "acquired" again (the first attempt's reply was lost), with the token
+/// the counter got then (nobody else can have drawn one while we hold the
+/// lease).
 const ACQUIRE: &str = r#"
 if #KEYS > 2 then
   local e = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
@@ -33,10 +38,16 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[4])
   return {'acquired', fence}
 end
-return {'held', redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  if ARGV[3] ~= '1' then return {'acquired'} end
+  return {'acquired', tonumber(redis.call('GET', KEYS[2]) or '0') or 0}
+end
+return {'held', holder, redis.call('PTTL', KEYS[1])}
 "#;
 
 /// Compare-and-PEXPIRE: extend the lease only while it is still ours.
+/// Retry-safe: extending twice is extending once.
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -47,7 +58,12 @@ return 0
 /// Publish a flight's result to its own stream, give the stream its TTL and
 /// release the lease if it is still ours, all in one step: a follower sees
 /// either the lease or the result, never neither.
+///
+/// Retry-safe: a stream that already has an entry is this flight's first
+/// attempt (only this token's leader writes it), so nothing is added and
+/// the reply is 2.
 const PUBLISH: &str = r#"
+if redis.call('XLEN', KEYS[2]) > 0 then return 2 end
 redis.call('XADD', KEYS[2], '*', 's', ARGV[2], 'b', ARGV[3], 'n', ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -57,12 +73,14 @@ end
 return 0
 "#;
 
-/// The three scripts, hashed once per group.
-pub(super) struct Scripts {
-    acquire: Script,
-    renew: Script,
-    publish: Script,
-}
+/// Compare-and-delete: drop the lease only if it holds this token (an
+/// orphaned lease of ours). Retry-safe: the second delete finds nothing.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
 
 /// How a lease is asked for.
 pub(crate) struct Claim<'a> {
@@ -86,23 +104,12 @@ pub(crate) struct Published<'a> {
     pub(crate) leader: &'a str,
 }
 
-/// A script or read outcome: a Redis failure, or a reply of the wrong shape.
-#[derive(Debug)]
-pub(crate) enum CallError {
-    Redis(redis::RedisError),
-    Malformed(Malformed),
-}
-
-impl From<Malformed> for CallError {
-    fn from(e: Malformed) -> Self {
-        CallError::Malformed(e)
-    }
-}
-
-impl From<redis::RedisError> for CallError {
-    fn from(e: redis::RedisError) -> Self {
-        CallError::Redis(e)
-    }
+/// The scripts, hashed once per group.
+pub(super) struct Scripts {
+    acquire: Script,
+    renew: Script,
+    publish: Script,
+    release: Script,
 }
 
 impl Scripts {
@@ -111,6 +118,7 @@ impl Scripts {
             acquire: Script::new(ACQUIRE),
             renew: Script::new(RENEW),
             publish: Script::new(PUBLISH),
+            release: Script::new(RELEASE),
         }
     }
 
@@ -129,7 +137,7 @@ impl Scripts {
             Some(ttl) => call.arg("1").arg(ttl),
             None => call.arg("0").arg(0),
         };
-        run(&call, con, parse_acquire)
+        run(&call, con, reply::parse_acquire)
     }
 
     pub(super) fn renew(
@@ -142,7 +150,21 @@ impl Scripts {
         run(
             self.renew.key(lease_key).arg(token).arg(lease_ms),
             con,
-            parse_lease_state,
+            reply::parse_lease_state,
+        )
+    }
+
+    /// Deletes the lease if it holds `token`: `Held` when it did.
+    pub(super) fn release(
+        &self,
+        con: &mut Connection,
+        lease_key: &str,
+        token: &str,
+    ) -> Result<LeaseState, CallError> {
+        run(
+            self.release.key(lease_key).arg(token),
+            con,
+            reply::parse_lease_state,
         )
     }
 
@@ -163,7 +185,7 @@ impl Scripts {
                 .arg(flight.ttl_ms)
                 .arg(flight.leader),
             con,
-            parse_lease_state,
+            reply::parse_lease_state,
         )
     }
 }
@@ -177,23 +199,53 @@ fn run<T>(
     Ok(parse(call.invoke(con)?)?)
 }
 
-/// Blocks up to `block_ms` for the first entry of a result stream.
-/// `Ok(None)` means nothing was published in that time.
-pub(super) fn read_result(
+/// Blocks up to `block_ms` for entries after the given ids, over any
+/// number of streams (one `XREAD`, the first entry of each stream).
+/// Empty when nothing arrived in that time.
+pub(super) fn read_streams(
     con: &mut Connection,
-    done_key: &str,
+    streams: &[(&str, &str)],
     block_ms: u64,
-) -> Result<Option<Entry>, CallError> {
-    let reply: Value = redis::cmd("XREAD")
-        .arg("COUNT")
+) -> Result<Vec<StreamEntries>, CallError> {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT")
         .arg(1)
         .arg("BLOCK")
         .arg(block_ms.max(1))
-        .arg("STREAMS")
-        .arg(done_key)
-        .arg("0-0")
-        .query(con)?;
-    Ok(parse_xread(reply)?)
+        .arg("STREAMS");
+    for (key, _) in streams {
+        cmd.arg(*key);
+    }
+    for (_, id) in streams {
+        cmd.arg(*id);
+    }
+    Ok(reply::parse_xread(cmd.query(con)?)?)
+}
+
+/// Adds an entry to a reader's wake-up stream and refreshes its TTL, in
+/// one round trip: the blocked `XREAD` that includes it returns at once.
+pub(super) fn wake(con: &mut Connection, wake_key: &str, ttl_ms: u64) -> Result<(), CallError> {
+    redis::pipe()
+        .cmd("XADD")
+        .arg(wake_key)
+        .arg("MAXLEN")
+        .arg(1)
+        .arg("*")
+        .arg("w")
+        .arg(1)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(wake_key)
+        .arg(ttl_ms)
+        .ignore()
+        .query::<()>(con)?;
+    Ok(())
+}
+
+/// `TYPE key`: to find which of many followed keys made an `XREAD` fail
+/// with WRONGTYPE.
+pub(super) fn key_type(con: &mut Connection, key: &str) -> Result<String, CallError> {
+    Ok(redis::cmd("TYPE").arg(key).query(con)?)
 }
 
 #[cfg(test)]
@@ -203,6 +255,13 @@ mod test_server;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis::reply::Entry;
+
+    fn first(con: &mut Connection, done: &str) -> Option<Entry> {
+        let mut streams = read_streams(con, &[(done, "0-0")], 5).unwrap();
+        let mut entries = streams.pop()?.entries;
+        Some(reply::parse_entry(&mut entries.remove(0).1).unwrap())
+    }
 
     /// The same decoders against what a real server replies.
     #[test]
@@ -221,19 +280,25 @@ mod tests {
             lease_ms: 1000,
             fence_ttl_ms,
         };
-        let published = |token, status, body: &[u8]| {
+        let publish = |con: &mut Connection, done_key, token, status, body: &[u8]| {
             let flight = Published {
                 lease_key: lease,
-                done_key: done,
+                done_key,
                 token,
                 ttl_ms: 5000,
                 leader: "host:1",
             };
-            s.publish(&mut server.connection(), &flight, status, body)
+            s.publish(con, &flight, status, body)
         };
+        let unfenced = Acquire::Acquired { fence: None };
         assert_eq!(
             s.acquire(&mut con, &claim("t1", None, None)).unwrap(),
-            Acquire::Acquired { fence: None }
+            unfenced
+        );
+        // A retried acquire (the first reply lost) is still ours.
+        assert_eq!(
+            s.acquire(&mut con, &claim("t1", None, None)).unwrap(),
+            unfenced
         );
         match s.acquire(&mut con, &claim("t2", Some(done), None)).unwrap() {
             Acquire::Held { token, pttl_ms } => {
@@ -250,45 +315,57 @@ mod tests {
             s.renew(&mut con, lease, "t1", 1000).unwrap(),
             LeaseState::Held
         );
-        assert_eq!(read_result(&mut con, done, 5).unwrap(), None);
-        assert_eq!(
-            published("t1", Status::Value, b"body").unwrap(),
-            LeaseState::Held
-        );
+        assert_eq!(first(&mut con, done), None);
+        let published = publish(&mut con, done, "t1", Status::Value, b"body");
+        assert_eq!(published.unwrap(), LeaseState::Held);
         let entry = Entry {
             status: Status::Value,
             body: b"body".to_vec(),
             leader: "host:1".into(),
         };
-        assert_eq!(read_result(&mut con, done, 5).unwrap(), Some(entry.clone()));
+        assert_eq!(first(&mut con, done), Some(entry.clone()));
+        // Retried: the stream keeps one entry, the reply says so.
+        let again = publish(&mut con, done, "t1", Status::Value, b"other");
+        assert_eq!(again.unwrap(), LeaseState::Held);
+        let len: u64 = redis::cmd("XLEN").arg(done).query(&mut con).unwrap();
+        assert_eq!(len, 1);
         let after = s.acquire(&mut con, &claim("t2", Some(done), None)).unwrap();
         assert_eq!(after, Acquire::Done(entry));
         let ttl: i64 = redis::cmd("PTTL").arg(done).query(&mut con).unwrap();
         assert!((1..=5000).contains(&ttl), "{ttl}");
-        // A late publish after another flight took the lease: "lease lost",
-        // and the new holder keeps its lease.
-        // A fenced acquire: the token is at least the server clock in µs.
-        let Acquire::Acquired { fence: Some(first) } = s
+        // A fenced acquire: the token is the server clock in µs or above.
+        let Acquire::Acquired { fence: Some(token) } = s
             .acquire(&mut con, &claim("t2", None, Some(60_000)))
             .unwrap()
         else {
             panic!("a fenced acquire returns a token");
         };
         let (secs, _): (u64, u64) = redis::cmd("TIME").query(&mut con).unwrap();
-        assert!(first <= secs * 1_000_000 + 1_000_000 && first > (secs - 60) * 1_000_000);
-        let late = published("t1", Status::Abandoned, b"");
+        assert!(token <= (secs + 1) * 1_000_000 && token > (secs - 60) * 1_000_000);
+        // Retried, it answers the same token.
+        let retried = s
+            .acquire(&mut con, &claim("t2", None, Some(60_000)))
+            .unwrap();
+        assert_eq!(retried, Acquire::Acquired { fence: Some(token) });
+        // A late publish after another flight took the lease: "lease lost",
+        // and the new holder keeps its lease.
+        let late_done = "sf:t:v1:{k:a}:done:t0";
+        let late = publish(&mut con, late_done, "t0", Status::Abandoned, b"");
         assert_eq!(late.unwrap(), LeaseState::Lost);
         let holder: String = redis::cmd("GET").arg(lease).query(&mut con).unwrap();
         assert_eq!(holder, "t2");
+        // Compare-and-delete: another token's release leaves it alone.
+        assert_eq!(s.release(&mut con, lease, "t1").unwrap(), LeaseState::Lost);
+        assert_eq!(s.release(&mut con, lease, "t2").unwrap(), LeaseState::Held);
+        assert_eq!(s.release(&mut con, lease, "t2").unwrap(), LeaseState::Lost);
         // The counter runs ahead of the clock: the next token is above it
         // even when the clock is behind (a server clock stepped back).
-        let ahead = first + 10_000_000_000;
+        let ahead = token + 10_000_000_000;
         let _: () = redis::cmd("SET")
             .arg(fence)
             .arg(ahead)
             .query(&mut con)
             .unwrap();
-        let _: () = redis::cmd("DEL").arg(lease).query(&mut con).unwrap();
         let next = s
             .acquire(&mut con, &claim("t4", None, Some(60_000)))
             .unwrap();

@@ -1,8 +1,9 @@
-//! The scripts' and `XREAD`'s replies, decoded into typed values; anything
-//! of another shape (foreign data, another script under our names) is
-//! [`Malformed`], never a panic.
+//! The typed replies of the protocol's scripts and reads, and their
+//! decoders: anything of another shape is [`Malformed`], never a panic.
 
 use redis::Value;
+
+use super::{Error, ErrorKind};
 
 /// What [`Scripts::acquire`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,27 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Malformed(pub(crate) String);
 
+/// A script or read outcome: a Redis failure, or a reply of the wrong shape.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    Redis(redis::RedisError),
+    Malformed(Malformed),
+    /// Every connection the configured bound allows was busy (the number).
+    Busy(usize),
+}
+
+impl From<Malformed> for CallError {
+    fn from(e: Malformed) -> Self {
+        CallError::Malformed(e)
+    }
+}
+
+impl From<redis::RedisError> for CallError {
+    fn from(e: redis::RedisError) -> Self {
+        CallError::Redis(e)
+    }
+}
+
 fn bytes(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
@@ -88,6 +110,29 @@ fn describe(v: &Value) -> String {
     match text.char_indices().nth(120) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
+    }
+}
+
+/// A followed flight's entry, sorted by what the follower does next.
+pub(crate) enum Received {
+    /// The encoded value and the node id of its leader.
+    Value(Vec<u8>, String),
+    Abandoned,
+    Unusable(Error),
+}
+
+impl Entry {
+    pub(crate) fn received(self) -> Received {
+        let reason = match self.status {
+            Status::Value => return Received::Value(self.body, self.leader),
+            Status::Abandoned => return Received::Abandoned,
+            Status::TooLarge => ErrorKind::PayloadTooLarge,
+            Status::Unencodable => ErrorKind::Unencodable,
+        };
+        Received::Unusable(Error::new(
+            reason,
+            "the remote leader could not share its value",
+        ))
     }
 }
 
@@ -131,13 +176,15 @@ pub(crate) fn parse_acquire(reply: Value) -> Result<Acquire, Malformed> {
     let Value::Array(mut items) = reply else {
         unreachable!("matched as an array above");
     };
-    Ok(Acquire::Done(parse_fields(&mut items[1])?))
+    Ok(Acquire::Done(parse_entry(&mut items[1])?))
 }
 
-/// Decodes a renew or publish reply: 1 is "still ours", 0 is "lost".
+/// Decodes a renew, publish or release reply: 1 is "still ours", 0 is
+/// "lost"; 2 is a retried publish whose first attempt had landed (and so
+/// had released the lease, if it was still ours).
 pub(crate) fn parse_lease_state(reply: Value) -> Result<LeaseState, Malformed> {
     match reply {
-        Value::Int(1) => Ok(LeaseState::Held),
+        Value::Int(1 | 2) => Ok(LeaseState::Held),
         Value::Int(0) => Ok(LeaseState::Lost),
         other => Err(Malformed(format!(
             "unexpected lease reply {}",
@@ -146,39 +193,71 @@ pub(crate) fn parse_lease_state(reply: Value) -> Result<LeaseState, Malformed> {
     }
 }
 
-/// Decodes `XREAD` on one stream: nil on timeout, else
-/// `[[stream, [[id, [field, value, …]]]]]`.
-pub(crate) fn parse_xread(mut reply: Value) -> Result<Option<Entry>, Malformed> {
+/// One stream's part of an `XREAD` reply: its key and its entries, each
+/// an id and its still undecoded `[field, value, …]` list.
+#[derive(Debug)]
+pub(crate) struct StreamEntries {
+    pub(crate) key: String,
+    pub(crate) entries: Vec<(String, Value)>,
+}
+
+/// Decodes `XREAD` over any number of streams: nil on timeout, else
+/// `[[stream, [[id, [field, value, …]], …]], …]` (a map under RESP3).
+pub(crate) fn parse_xread(reply: Value) -> Result<Vec<StreamEntries>, Malformed> {
     let bad = |v: &Value| Malformed(format!("unexpected stream reply {}", describe(v)));
-    let stream = match &mut reply {
-        Value::Nil => return Ok(None),
-        Value::Array(streams) if streams.len() == 1 => &mut streams[0],
-        Value::Map(streams) if streams.len() == 1 => &mut streams[0].1,
-        other => return Err(bad(other)),
+    let streams: Vec<(Value, Value)> = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|pair| match pair {
+                Value::Array(pair) if pair.len() == 2 => {
+                    let mut pair = pair.into_iter();
+                    Ok((
+                        pair.next().unwrap_or(Value::Nil),
+                        pair.next().unwrap_or(Value::Nil),
+                    ))
+                }
+                other => Err(bad(&other)),
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Map(streams) => streams,
+        other => return Err(bad(&other)),
     };
-    let entries = match stream {
-        Value::Array(pair) if pair.len() == 2 => &mut pair[1],
-        other => other,
-    };
-    let Value::Array(list) = entries else {
-        return Err(bad(entries));
-    };
-    if list.is_empty() {
-        return Ok(None);
-    }
-    if let Some(Value::Array(id_fields)) = list.first_mut() {
-        if id_fields.len() == 2 {
-            return parse_fields(&mut id_fields[1]).map(Some);
-        }
-    }
-    Err(bad(entries))
+    streams
+        .into_iter()
+        .map(|(key, entries)| {
+            let key = bytes(&key)
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .ok_or_else(|| bad(&key))?
+                .to_owned();
+            let Value::Array(list) = entries else {
+                return Err(bad(&entries));
+            };
+            let entries = list
+                .into_iter()
+                .map(|entry| match entry {
+                    Value::Array(id_fields) if id_fields.len() == 2 => {
+                        let mut id_fields = id_fields.into_iter();
+                        let id = id_fields.next().unwrap_or(Value::Nil);
+                        let id = bytes(&id)
+                            .and_then(|i| std::str::from_utf8(i).ok())
+                            .ok_or_else(|| bad(&id))?
+                            .to_owned();
+                        Ok((id, id_fields.next().unwrap_or(Value::Nil)))
+                    }
+                    other => Err(bad(&other)),
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(StreamEntries { key, entries })
+        })
+        .collect()
 }
 
 /// Decodes an entry's `[field, value, …]` list into status and body.
 ///
 /// The body is moved out of `fields` rather than copied (it can be
 /// megabytes); `fields` is left as it was when decoding fails.
-fn parse_fields(fields: &mut Value) -> Result<Entry, Malformed> {
+pub(crate) fn parse_entry(fields: &mut Value) -> Result<Entry, Malformed> {
     let Value::Array(kv) = fields else {
         return Err(Malformed(format!("unexpected entry {}", describe(fields))));
     };
@@ -280,26 +359,28 @@ mod tests {
 
     #[test]
     fn xread_replies() {
-        assert_eq!(parse_xread(Value::Nil), Ok(None));
-        let one = Value::Array(vec![Value::Array(vec![
-            bulk("k"),
-            Value::Array(vec![Value::Array(vec![bulk("1-0"), entry("v", "xyz")])]),
-        ])]);
+        assert!(parse_xread(Value::Nil).unwrap().is_empty());
+        let stream = |key: &str, status: &str| {
+            Value::Array(vec![
+                bulk(key),
+                Value::Array(vec![Value::Array(vec![bulk("1-0"), entry(status, "xyz")])]),
+            ])
+        };
+        let two = Value::Array(vec![stream("a", "v"), stream("b", "weird")]);
+        let mut streams = parse_xread(two).unwrap();
+        assert_eq!(streams.len(), 2);
+        assert_eq!(
+            (streams[0].key.as_str(), streams[0].entries[0].0.as_str()),
+            ("a", "1-0")
+        );
         let want = Entry {
             status: Status::Value,
             body: b"xyz".to_vec(),
             leader: "unknown".into(),
         };
-        assert_eq!(parse_xread(one), Ok(Some(want)));
-        let foreign = Value::Array(vec![Value::Array(vec![
-            bulk("k"),
-            Value::Array(vec![Value::Array(vec![bulk("1-0"), entry("weird", "")])]),
-        ])]);
-        assert!(
-            parse_xread(foreign)
-                .unwrap_err()
-                .0
-                .contains("unknown status")
-        );
+        assert_eq!(parse_entry(&mut streams[0].entries[0].1), Ok(want));
+        let foreign = parse_entry(&mut streams[1].entries[0].1).unwrap_err();
+        assert!(foreign.0.contains("unknown status"), "{foreign:?}");
+        assert!(parse_xread(Value::Int(3)).is_err());
     }
 }
