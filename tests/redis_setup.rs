@@ -175,3 +175,16 @@ fn check_reports_why_it_could_not_connect_and_never_opens_the_breaker() {
     );
     assert!(!health.is_ok());
 }
+
+/// Without the `redis-tls` feature a `rediss://` URL is refused at `open`,
+/// with the feature to enable.
+#[cfg(not(feature = "redis-tls"))]
+#[test]
+fn rediss_without_the_tls_feature_names_the_feature() {
+    let err = sync_singleflight::redis::RedisGroup::<String, u32>::open(
+        "rediss://127.0.0.1:6380",
+        config("tls"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("redis-tls"), "{err}");
+}

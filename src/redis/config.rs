@@ -92,6 +92,10 @@ pub struct RedisConfig {
     /// keep increasing after it expires; the counter only guards against a
     /// server clock stepping back meanwhile. Default: 24 h.
     pub fence_ttl: Duration,
+    /// Certificates for `rediss://` URLs (feature `redis-tls`). Default:
+    /// the system roots, no client certificate.
+    #[cfg(feature = "redis-tls")]
+    pub tls: super::TlsConfig,
 }
 
 impl RedisConfig {
@@ -124,6 +128,8 @@ impl RedisConfig {
             readers: 1,
             node_id: default_node_id(),
             fence_ttl: Duration::from_secs(24 * 60 * 60),
+            #[cfg(feature = "redis-tls")]
+            tls: super::TlsConfig::default(),
         }
     }
 

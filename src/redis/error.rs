@@ -221,11 +221,18 @@ impl Error {
 /// rustls's error in an `io::Error` behind an `Arc`, which hides its type
 /// from `source()` (`Arc` and `io::Error` both skip themselves), so the
 /// text is all there is: rustls names a refused certificate, a non-TLS peer
-/// ("corrupt message") or a failed handshake.
+/// ("corrupt message"), a failed handshake or the server's alert (such as
+/// `CertificateRequired`).
 fn is_tls(text: &str) -> bool {
-    ["certificate", "corrupt message", "handshake", "TLS"]
-        .iter()
-        .any(|mark| text.contains(mark))
+    [
+        "certificate",
+        "corrupt message",
+        "handshake",
+        "fatal alert",
+        "TLS",
+    ]
+    .iter()
+    .any(|mark| text.contains(mark))
 }
 
 impl fmt::Display for Error {

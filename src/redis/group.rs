@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::backend::{Backend, By, millis};
+use super::client;
 use super::codec;
 use super::key::{KeyBytes, Keys};
 use super::lead::Won;
@@ -115,12 +116,7 @@ impl<K, V> RedisGroup<K, V> {
     /// ```
     pub fn open(url: &str, config: RedisConfig) -> Result<Self, ConfigError> {
         config.validate().map_err(ConfigError)?;
-        let bad_url = |e: redis::RedisError| ConfigError(format!("URL {url:?}: {e}"));
-        // Every exchange is one small request and one reply: no Nagle delay.
-        let info = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(bad_url)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(bad_url)?;
+        let client = client::single(url, &config)?;
         let shared = Shared {
             readers: Readers::new(&config.key_prefix(), config.readers),
             node: Arc::from(config.node_id.as_str()),

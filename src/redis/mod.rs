@@ -75,6 +75,7 @@
 
 mod backend;
 mod breaker;
+mod client;
 mod codec;
 mod config;
 mod error;
@@ -90,6 +91,8 @@ mod readers;
 mod renew;
 mod reply;
 mod scripts;
+#[cfg(feature = "redis-tls")]
+mod tls;
 mod token;
 
 pub use config::RedisConfig;
@@ -99,3 +102,5 @@ pub use health::Health;
 pub use key::KeyBytes;
 pub use lease::Lease;
 pub use outcome::{FallbackReason, RedisStats, RemoteOutcome, Source};
+#[cfg(feature = "redis-tls")]
+pub use tls::TlsConfig;

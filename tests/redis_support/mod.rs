@@ -32,18 +32,25 @@ impl RedisServer {
 
     /// Starts a server on `port` (used to restart after [`kill`](Self::kill)).
     pub fn start_on(port: u16) -> Self {
-        Self::start_with(port, None)
+        Self::start_with(port, None, &[])
+    }
+
+    /// Starts a server on a free port with more arguments (TLS ports and
+    /// certificates, replication, …); the fixture talks to the plain port.
+    pub fn start_with_args(args: &[String]) -> Self {
+        Self::start_with(free_port(), None, args)
     }
 
     /// Starts a server on a free port whose `default` user needs `password`
     /// (`--requirepass`); [`url`](Self::url) and the fixture's own
     /// connections carry it.
     pub fn start_with_password(password: &str) -> Self {
-        Self::start_with(free_port(), Some(password.to_string()))
+        Self::start_with(free_port(), Some(password.to_string()), &[])
     }
 
-    fn start_with(port: u16, password: Option<String>) -> Self {
+    fn start_with(port: u16, password: Option<String>, args: &[String]) -> Self {
         let mut cmd = Command::new("redis-server");
+        cmd.args(args);
         if let Some(password) = &password {
             cmd.args(["--requirepass", password]);
         }
