@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use redis::{Connection, RedisError};
 
 use super::breaker::Breaker;
+use super::client::Dialer;
 use super::outcome::Counters;
 use super::pool::{GetError, Pool};
 use super::reply::{Acquire, CallError, LeaseState};
@@ -61,9 +62,9 @@ pub(super) fn is_stale(e: &RedisError) -> bool {
 }
 
 impl Backend {
-    pub(super) fn new(config: RedisConfig, client: redis::Client) -> Self {
+    pub(super) fn new(config: RedisConfig, dialer: Dialer) -> Self {
         let pool = Pool::new(
-            client,
+            dialer,
             config.max_connections - config.readers,
             config.connect_timeout,
             config.io_timeout,

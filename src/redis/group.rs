@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::backend::{Backend, By, millis};
-use super::client;
+use super::client::Dialer;
 use super::codec;
 use super::key::{KeyBytes, Keys};
 use super::lead::Won;
@@ -19,7 +19,7 @@ use super::renew::Renewer;
 use super::reply::{Acquire, Received};
 use super::scripts::Claim;
 use super::token::{foreign_lease, new_token};
-use super::{ConfigError, Error, ErrorKind, RedisConfig, RedisStats, RemoteOutcome, Source};
+use super::{Error, ErrorKind, RedisConfig, RedisStats, RemoteOutcome, Source};
 use crate::{Group, ToKey};
 
 /// How much longer than the lease's remaining time a follower blocks, so
@@ -92,42 +92,19 @@ pub(super) struct Shared {
 }
 
 impl<K, V> RedisGroup<K, V> {
-    /// A group talking to the Redis server at `url` (`redis://host:port/db`,
-    /// as the `redis` crate parses it). Nothing is connected yet, so a
-    /// server that is down now only makes the first calls fall back.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the URL does not parse or the configuration
-    /// cannot work (an empty namespace or one with braces, a lease below
-    /// 30 ms, a renewal not shorter than the lease, a zero timeout or
-    /// breaker threshold, no reader, or `max_connections` not above
-    /// `readers`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
-    ///
-    /// // Opening does not connect: this works with no server running.
-    /// let group = RedisGroup::<String, u32>::open("redis://127.0.0.1:6379", RedisConfig::new("k", 1));
-    /// assert!(group.is_ok());
-    /// assert!(RedisGroup::<String, u32>::open("not a url", RedisConfig::new("k", 1)).is_err());
-    /// ```
-    pub fn open(url: &str, config: RedisConfig) -> Result<Self, ConfigError> {
-        config.validate().map_err(ConfigError)?;
-        let client = client::single(url, &config)?;
+    /// A group over `dialer`'s connections, once `config` is validated.
+    pub(super) fn assemble(config: RedisConfig, dialer: Dialer) -> Self {
         let shared = Shared {
             readers: Readers::new(&config.key_prefix(), config.readers),
             node: Arc::from(config.node_id.as_str()),
             renewer: Renewer::default(),
-            backend: Arc::new(Backend::new(config, client)),
+            backend: Arc::new(Backend::new(config, dialer)),
         };
-        Ok(RedisGroup {
+        RedisGroup {
             open: Group::new(),
             strict: Group::new(),
             shared: Arc::new(shared),
-        })
+        }
     }
 
     /// The configuration this group was opened with.

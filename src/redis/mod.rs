@@ -85,12 +85,14 @@ mod health;
 mod key;
 mod lead;
 mod lease;
+mod open;
 mod outcome;
 mod pool;
 mod readers;
 mod renew;
 mod reply;
 mod scripts;
+mod sentinel;
 #[cfg(feature = "redis-tls")]
 mod tls;
 mod token;

@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, RedisResult};
+use redis::{Connection, RedisResult};
+
+use super::client::Dialer;
 
 /// Idle connections, plus how to open new ones.
 pub(super) struct Pool {
-    client: Client,
+    dialer: Dialer,
     state: Mutex<Slots>,
     returned: Condvar,
     /// Connections for exchanges (the readers' are on top).
@@ -54,13 +56,13 @@ pub(super) enum GetError {
 
 impl Pool {
     pub(super) fn new(
-        client: Client,
+        dialer: Dialer,
         cap: usize,
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> Self {
         Pool {
-            client,
+            dialer,
             state: Mutex::new(Slots {
                 idle: Vec::new(),
                 checked_out: 0,
@@ -122,9 +124,7 @@ impl Pool {
 
     /// Opens a connection with the group's timeouts and counts it.
     fn dial(&self) -> RedisResult<Connection> {
-        let con = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)?;
+        let con = self.dialer.connect(self.connect_timeout)?;
         con.set_read_timeout(Some(self.io_timeout))?;
         con.set_write_timeout(Some(self.io_timeout))?;
         self.stats.dialled.fetch_add(1, Relaxed);

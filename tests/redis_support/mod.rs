@@ -351,3 +351,80 @@ pub fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
+
+/// A `redis-server --sentinel` child monitoring one primary as `mymaster`
+/// (quorum 2), with a config file of its own (sentinels rewrite it). Killed
+/// on drop.
+pub struct SentinelServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelServer {
+    /// Starts a sentinel that calls a primary down after `down_after_ms`.
+    pub fn start(primary_port: u16, down_after_ms: u64) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\nloglevel warning\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary_port} 2\n\
+                 sentinel down-after-milliseconds mymaster {down_after_ms}\n\
+                 sentinel failover-timeout mymaster 1000\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server --sentinel");
+        let sentinel = SentinelServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until("the sentinel answers PING", Duration::from_secs(10), || {
+            sentinel
+                .try_query::<String>(&mut redis::cmd("PING"))
+                .is_some()
+        });
+        sentinel
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command to the sentinel; `None` if it does not answer.
+    pub fn try_query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> Option<T> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut con = client
+            .get_connection_with_timeout(Duration::from_millis(200))
+            .ok()?;
+        con.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        cmd.query(&mut con).ok()
+    }
+
+    /// The primary's port as this sentinel sees it.
+    pub fn primary_port(&self) -> Option<u16> {
+        let addr: Option<(String, u16)> = self.try_query(
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg("mymaster"),
+        )?;
+        addr.map(|(_, port)| port)
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

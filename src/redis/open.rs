@@ -1,0 +1,97 @@
+//! The constructors of a [`RedisGroup`], one per kind of deployment: one
+//! server ([`open`](RedisGroup::open)) or a primary managed by Redis
+//! Sentinel ([`open_sentinel`](RedisGroup::open_sentinel)).
+
+use redis::Client;
+
+use super::client::{self, Dialer};
+use super::sentinel::Sentinel;
+use super::{ConfigError, RedisConfig, RedisGroup};
+
+impl<K, V> RedisGroup<K, V> {
+    /// A group talking to the Redis server at `url` (`redis://host:port/db`,
+    /// as the `redis` crate parses it). Nothing is connected yet, so a
+    /// server that is down now only makes the first calls fall back.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the URL does not parse or the configuration
+    /// cannot work (an empty namespace or one with braces, a lease below
+    /// 30 ms, a renewal not shorter than the lease, a zero timeout or
+    /// breaker threshold, no reader, or `max_connections` not above
+    /// `readers`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+    ///
+    /// // Opening does not connect: this works with no server running.
+    /// let group = RedisGroup::<String, u32>::open("redis://127.0.0.1:6379", RedisConfig::new("k", 1));
+    /// assert!(group.is_ok());
+    /// assert!(RedisGroup::<String, u32>::open("not a url", RedisConfig::new("k", 1)).is_err());
+    /// ```
+    pub fn open(url: &str, config: RedisConfig) -> Result<Self, ConfigError> {
+        config.validate().map_err(ConfigError)?;
+        let client = client::single(url, &config)?;
+        Ok(Self::assemble(config, Dialer::Single(Box::new(client))))
+    }
+
+    /// A group on the primary that Redis Sentinel monitors under
+    /// `primary_name`, asking the `sentinels` (`redis://host:port` URLs,
+    /// with the sentinels' own credentials if they need any) in turn.
+    ///
+    /// `primary_url` gives everything about the primary but its address:
+    /// scheme (`rediss://` for TLS), user, password and database, as in
+    /// `redis://:secret@primary/0`; its host and port are ignored and
+    /// replaced by what the sentinels report. Every new connection asks
+    /// the sentinels first (within the connect and I/O timeouts, so a hung
+    /// sentinel only costs its timeout), so after a failover the old
+    /// primary's connections fail or answer `READONLY`, are retired, and
+    /// the next ones go to the promoted replica. Results published on the
+    /// old primary and not yet replicated are lost with it: their followers
+    /// wait out the lease, then one takes over.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an empty sentinel list, a URL that does not
+    /// parse, or a configuration [`open`](Self::open) would refuse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+    ///
+    /// // Opening does not connect: this works with no sentinel running.
+    /// let group = RedisGroup::<String, u32>::open_sentinel(
+    ///     &["redis://127.0.0.1:26379", "redis://127.0.0.1:26380", "redis://127.0.0.1:26381"],
+    ///     "mymaster",
+    ///     "redis://:secret@primary/0",
+    ///     RedisConfig::new("prices", 1),
+    /// );
+    /// assert!(group.is_ok());
+    /// ```
+    pub fn open_sentinel(
+        sentinels: &[&str],
+        primary_name: &str,
+        primary_url: &str,
+        config: RedisConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate().map_err(ConfigError)?;
+        if sentinels.is_empty() {
+            return Err(ConfigError("no sentinel given".into()));
+        }
+        let sentinels = sentinels
+            .iter()
+            .map(|url| {
+                client::connection_info(url)
+                    .and_then(|info| Client::open(info).map_err(|e| client::bad_url(url, &e)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let primary = client::connection_info(primary_url)?;
+        // Refuse a bad TLS setup now rather than at every dial.
+        client::client(primary.clone(), &config).map_err(|e| client::bad_url(primary_url, &e))?;
+        let sentinel = Sentinel::new(sentinels, primary_name, primary, config.clone());
+        Ok(Self::assemble(config, Dialer::Sentinel(Box::new(sentinel))))
+    }
+}
