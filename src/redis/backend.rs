@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use redis::{Connection, RedisError};
+use redis::{ConnectionLike, RedisError};
 
 use super::breaker::Breaker;
 use super::client::Dialer;
@@ -94,7 +94,7 @@ impl Backend {
     pub(super) fn exchange<T>(
         &self,
         by: By,
-        mut op: impl FnMut(&mut Connection) -> Result<T, CallError>,
+        mut op: impl FnMut(&mut dyn ConnectionLike) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         let mut con = match self.pool.get() {
             Ok(con) => con,

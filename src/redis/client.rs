@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use redis::{Client, Connection, ConnectionInfo, IntoConnectionInfo, RedisResult};
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::{
+    Client, Cmd, Connection, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisResult, Value,
+};
 
 use super::sentinel::Sentinel;
 use super::{ConfigError, RedisConfig};
@@ -17,15 +20,99 @@ pub(super) enum Dialer {
     /// dial: after a failover the old primary's connections fail (or answer
     /// `READONLY`) and are retired, and the next dial finds the new one.
     Sentinel(Box<Sentinel>),
+    /// A Redis Cluster: each connection is the `redis` crate's cluster
+    /// connection, which routes every command by its key's slot and
+    /// follows `MOVED` and `ASK`.
+    Cluster(Box<ClusterClient>),
 }
 
 impl Dialer {
-    /// A connection within `timeout`, with the I/O timeout set.
-    pub(super) fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
+    /// A connection within `timeout`.
+    pub(super) fn connect(&self, timeout: Duration) -> RedisResult<Link> {
         match self {
-            Dialer::Single(client) => client.get_connection_with_timeout(timeout),
-            Dialer::Sentinel(sentinel) => sentinel.connect(timeout),
+            Dialer::Single(client) => client.get_connection_with_timeout(timeout).map(Link::One),
+            Dialer::Sentinel(sentinel) => sentinel.connect(timeout).map(Link::One),
+            Dialer::Cluster(client) => client.get_connection().map(|c| Link::Cluster(Box::new(c))),
         }
+    }
+
+    /// Whether commands over several keys must stay within one slot, so a
+    /// reader cannot wait on many flights' streams at once.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Dialer::Cluster(_))
+    }
+}
+
+/// A connection to one server, or to a whole cluster.
+pub(super) enum Link {
+    One(Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Link {
+    pub(super) fn set_read_timeout(&self, timeout: Option<Duration>) -> RedisResult<()> {
+        match self {
+            Link::One(c) => c.set_read_timeout(timeout),
+            Link::Cluster(c) => c.set_read_timeout(timeout),
+        }
+    }
+
+    pub(super) fn set_write_timeout(&self, timeout: Option<Duration>) -> RedisResult<()> {
+        match self {
+            Link::One(c) => c.set_write_timeout(timeout),
+            Link::Cluster(c) => c.set_write_timeout(timeout),
+        }
+    }
+
+    fn inner(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Link::One(c) => c,
+            Link::Cluster(c) => c,
+        }
+    }
+
+    fn inner_ref(&self) -> &dyn ConnectionLike {
+        match self {
+            Link::One(c) => c,
+            Link::Cluster(c) => c,
+        }
+    }
+}
+
+/// Every method forwarded, `req_command` included: a cluster connection
+/// routes by the command's keys there.
+impl ConnectionLike for Link {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.inner().req_packed_command(cmd)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.inner().req_packed_commands(cmd, offset, count)
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        self.inner().req_command(cmd)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner_ref().get_db()
+    }
+
+    fn supports_pipelining(&self) -> bool {
+        self.inner_ref().supports_pipelining()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.inner().check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.inner_ref().is_open()
     }
 }
 

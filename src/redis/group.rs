@@ -14,6 +14,7 @@ use super::codec;
 use super::key::{KeyBytes, Keys};
 use super::lead::Won;
 use super::lease::Lease;
+use super::poll;
 use super::readers::Readers;
 use super::renew::Renewer;
 use super::reply::{Acquire, Received};
@@ -422,7 +423,11 @@ where
                     let remaining = Duration::from_millis(pttl_ms.unsigned_abs());
                     let block = (remaining + READ_SLACK).min(left);
                     let done = keys.done(&holder);
-                    let read = s.readers.follow(&s.backend, &done, block);
+                    let read = if b.pool.is_cluster() {
+                        poll::follow(b, &done, block)
+                    } else {
+                        s.readers.follow(&s.backend, &done, block)
+                    };
                     followed = Some((holder, done));
                     match read {
                         Err(err) => return Err((err, f)),

@@ -51,6 +51,25 @@ impl Health {
     }
 }
 
+/// The text of an `INFO` reply: one server's, or on a cluster (where it
+/// goes to every master, keyed by address) the first master's followed by
+/// the others', so a field is read from the first that has it.
+fn info_text(reply: redis::Value) -> Result<String, CallError> {
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    };
+    let texts: Option<Vec<String>> = match &reply {
+        redis::Value::Map(nodes) => nodes.iter().map(|(_, v)| text(v)).collect(),
+        other => text(other).map(|t| vec![t]),
+    };
+    texts.map(|t| t.join("\n")).ok_or_else(|| {
+        CallError::Malformed(super::reply::Malformed(format!("INFO replied {reply:?}")))
+    })
+}
+
 impl<K, V> RedisGroup<K, V> {
     /// Connects and reports the server version and mode, the round-trip
     /// time, and warnings for settings that hurt the protocol: an
@@ -90,13 +109,13 @@ impl<K, V> RedisGroup<K, V> {
                 redis::cmd("PING").query::<String>(c)?;
                 round_trip = round_trip.min(sent.elapsed());
             }
-            let info: String = redis::cmd("INFO")
+            let info: redis::Value = redis::cmd("INFO")
                 .arg("server")
                 .arg("replication")
                 .arg("clients")
                 .arg("memory")
                 .query(c)?;
-            Ok::<_, CallError>((round_trip, info))
+            Ok::<_, CallError>((round_trip, info_text(info)?))
         })?;
         let field = |name: &str| {
             info.lines()
@@ -149,7 +168,7 @@ impl<K, V> RedisGroup<K, V> {
                     .into(),
             );
         }
-        if health.mode == "cluster" {
+        if health.mode == "cluster" && !b.pool.is_cluster() {
             warn.push(
                 "this server is a Redis Cluster node reached as a single server: keys on other \
                  nodes answer MOVED; open the group for a cluster"

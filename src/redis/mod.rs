@@ -87,6 +87,7 @@ mod lead;
 mod lease;
 mod open;
 mod outcome;
+mod poll;
 mod pool;
 mod readers;
 mod renew;

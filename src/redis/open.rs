@@ -1,8 +1,10 @@
 //! The constructors of a [`RedisGroup`], one per kind of deployment: one
-//! server ([`open`](RedisGroup::open)) or a primary managed by Redis
-//! Sentinel ([`open_sentinel`](RedisGroup::open_sentinel)).
+//! server ([`open`](RedisGroup::open)), a primary managed by Redis
+//! Sentinel ([`open_sentinel`](RedisGroup::open_sentinel)), or a Redis
+//! Cluster ([`open_cluster`](RedisGroup::open_cluster)).
 
 use redis::Client;
+use redis::cluster::ClusterClient;
 
 use super::client::{self, Dialer};
 use super::sentinel::Sentinel;
@@ -93,5 +95,65 @@ impl<K, V> RedisGroup<K, V> {
         client::client(primary.clone(), &config).map_err(|e| client::bad_url(primary_url, &e))?;
         let sentinel = Sentinel::new(sentinels, primary_name, primary, config.clone());
         Ok(Self::assemble(config, Dialer::Sentinel(Box::new(sentinel))))
+    }
+
+    /// A group on a Redis Cluster, through the `redis` crate's synchronous
+    /// cluster client: every command goes to the node that owns its key's
+    /// slot, and `MOVED` and `ASK` are followed. `nodes` are
+    /// `redis://host:port` URLs (or `rediss://`, with credentials) of some
+    /// of the cluster's nodes; the rest are discovered.
+    ///
+    /// All keys of one key share a hash tag, so every script touches one
+    /// slot. An `XREAD` over many flights' streams would not
+    /// (`CROSSSLOT`), so on a cluster a follower polls its flight's stream
+    /// instead of sharing a blocked reader: from every 2 ms backing off to
+    /// every 50 ms, which bounds how late it sees a result. When a master
+    /// dies, its keys fall back (and may open the breaker) until its
+    /// replica is promoted; results it had not replicated are lost with it,
+    /// and their followers take over after the lease.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an empty node list, a URL that does not parse,
+    /// or a configuration [`open`](Self::open) would refuse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+    ///
+    /// // Opening does not connect: this works with no node running.
+    /// let group = RedisGroup::<String, u32>::open_cluster(
+    ///     &["redis://127.0.0.1:7000", "redis://127.0.0.1:7001", "redis://127.0.0.1:7002"],
+    ///     RedisConfig::new("prices", 1),
+    /// );
+    /// assert!(group.is_ok());
+    /// ```
+    pub fn open_cluster(nodes: &[&str], config: RedisConfig) -> Result<Self, ConfigError> {
+        config.validate().map_err(ConfigError)?;
+        if nodes.is_empty() {
+            return Err(ConfigError("no cluster node given".into()));
+        }
+        let infos = nodes
+            .iter()
+            .map(|url| client::connection_info(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bad = |e: redis::RedisError| ConfigError(format!("cluster nodes {nodes:?}: {e}"));
+        // Two retries cover a MOVED and an ASK; an outage is left to the
+        // group's own fallback and breaker rather than retried for seconds.
+        let builder = ClusterClient::builder(infos)
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.io_timeout)
+            .retries(2)
+            .min_retry_wait(5)
+            .max_retry_wait(50);
+        #[cfg(feature = "redis-tls")]
+        let builder = if config.tls.is_custom() {
+            builder.certs(config.tls.certificates().map_err(ConfigError)?)
+        } else {
+            builder
+        };
+        let client = builder.build().map_err(bad)?;
+        Ok(Self::assemble(config, Dialer::Cluster(Box::new(client))))
     }
 }

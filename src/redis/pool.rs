@@ -14,16 +14,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redis::{Connection, RedisResult};
+use redis::{ConnectionLike, RedisResult};
 
-use super::client::Dialer;
+use super::client::{Dialer, Link};
 
 /// Idle connections, plus how to open new ones.
 pub(super) struct Pool {
     dialer: Dialer,
     state: Mutex<Slots>,
     returned: Condvar,
-    /// Connections for exchanges (the readers' are on top).
+    /// Links for exchanges (the readers' are on top).
     cap: usize,
     connect_timeout: Duration,
     io_timeout: Duration,
@@ -31,7 +31,7 @@ pub(super) struct Pool {
 }
 
 struct Slots {
-    idle: Vec<Connection>,
+    idle: Vec<Link>,
     checked_out: usize,
 }
 
@@ -113,7 +113,7 @@ impl Pool {
         }
     }
 
-    fn pooled(&self, con: Connection, fresh: bool) -> Pooled<'_> {
+    fn pooled(&self, con: Link, fresh: bool) -> Pooled<'_> {
         Pooled {
             con: Some(con),
             pool: self,
@@ -122,8 +122,13 @@ impl Pool {
         }
     }
 
+    /// Whether this pool's connections go to a Redis Cluster.
+    pub(super) fn is_cluster(&self) -> bool {
+        self.dialer.is_cluster()
+    }
+
     /// Opens a connection with the group's timeouts and counts it.
-    fn dial(&self) -> RedisResult<Connection> {
+    fn dial(&self) -> RedisResult<Link> {
         let con = self.dialer.connect(self.connect_timeout)?;
         con.set_read_timeout(Some(self.io_timeout))?;
         con.set_write_timeout(Some(self.io_timeout))?;
@@ -136,17 +141,17 @@ impl Pool {
     /// A connection for a shared reader, outside the exchanges' share of
     /// the bound (each reader holds one). Give it back with
     /// [`close_reader`](Self::close_reader).
-    pub(super) fn dial_reader(&self) -> RedisResult<Connection> {
+    pub(super) fn dial_reader(&self) -> RedisResult<Link> {
         self.dial()
     }
 
-    pub(super) fn close_reader(&self, con: Connection) {
+    pub(super) fn close_reader(&self, con: Link) {
         drop(con);
         self.stats.open.fetch_sub(1, Relaxed);
     }
 
     /// Returns a checked-out slot, with its connection when it may be reused.
-    fn free_slot(&self, idle: Option<Connection>) {
+    fn free_slot(&self, idle: Option<Link>) {
         let mut slots = self.slots();
         slots.checked_out -= 1;
         slots.idle.extend(idle);
@@ -165,7 +170,7 @@ impl Pool {
 /// call on it failed: after a timeout a late reply could still arrive and
 /// be read as the answer to the next command.
 pub(super) struct Pooled<'a> {
-    con: Option<Connection>,
+    con: Option<Link>,
     pool: &'a Pool,
     healthy: bool,
     /// Dialled for this checkout: a failure on it is evidence about the
@@ -181,7 +186,7 @@ impl Pooled<'_> {
     /// Runs one exchange, retiring the connection if it fails.
     pub(super) fn call<T, E>(
         &mut self,
-        op: impl FnOnce(&mut Connection) -> Result<T, E>,
+        op: impl FnOnce(&mut dyn ConnectionLike) -> Result<T, E>,
     ) -> Result<T, E> {
         let con = self
             .con

@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redis::Connection;
+use super::client::Link;
 
 use super::backend::{Backend, By, is_foreign, is_stale, millis};
 use super::reply::{self, CallError, Entry};
@@ -198,7 +198,7 @@ impl State {
 
 /// The reader thread's connection and where it is in its wake-up stream.
 struct Conn {
-    con: Connection,
+    con: Link,
     /// Dialled since the last successful read.
     fresh: bool,
 }

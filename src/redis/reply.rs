@@ -253,6 +253,21 @@ pub(crate) fn parse_xread(reply: Value) -> Result<Vec<StreamEntries>, Malformed>
         .collect()
 }
 
+/// Decodes `XRANGE … COUNT 1`: empty, or `[[id, [field, value, …]]]`.
+pub(crate) fn parse_xrange_first(reply: Value) -> Result<Option<Entry>, Malformed> {
+    let bad = |v: &Value| Malformed(format!("unexpected stream range {}", describe(v)));
+    let Value::Array(mut entries) = reply else {
+        return Err(bad(&reply));
+    };
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    match &mut entries[0] {
+        Value::Array(id_fields) if id_fields.len() == 2 => parse_entry(&mut id_fields[1]).map(Some),
+        other => Err(bad(other)),
+    }
+}
+
 /// Decodes an entry's `[field, value, …]` list into status and body.
 ///
 /// The body is moved out of `fields` rather than copied (it can be

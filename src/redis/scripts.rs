@@ -2,9 +2,9 @@
 //! one hash tag only. Every script is safe to run twice with the same
 //! arguments (a retry after a lost reply): see each one's comment.
 
-use redis::{Connection, Script, ScriptInvocation, Value};
+use redis::{ConnectionLike, Script, ScriptInvocation, Value};
 
-use super::reply::{self, Acquire, CallError, LeaseState, Malformed, Status, StreamEntries};
+use super::reply::{self, Acquire, CallError, Entry, LeaseState, Malformed, Status, StreamEntries};
 
 /// Take the lease, or name who holds it. With a third key (the result
 /// stream of the flight the caller followed), first check whether that
@@ -124,7 +124,7 @@ impl Scripts {
 
     pub(super) fn acquire(
         &self,
-        con: &mut Connection,
+        con: &mut dyn ConnectionLike,
         claim: &Claim<'_>,
     ) -> Result<Acquire, CallError> {
         let mut call = self.acquire.key(claim.lease_key);
@@ -142,7 +142,7 @@ impl Scripts {
 
     pub(super) fn renew(
         &self,
-        con: &mut Connection,
+        con: &mut dyn ConnectionLike,
         lease_key: &str,
         token: &str,
         lease_ms: u64,
@@ -157,7 +157,7 @@ impl Scripts {
     /// Deletes the lease if it holds `token`: `Held` when it did.
     pub(super) fn release(
         &self,
-        con: &mut Connection,
+        con: &mut dyn ConnectionLike,
         lease_key: &str,
         token: &str,
     ) -> Result<LeaseState, CallError> {
@@ -170,7 +170,7 @@ impl Scripts {
 
     pub(super) fn publish(
         &self,
-        con: &mut Connection,
+        con: &mut dyn ConnectionLike,
         flight: &Published<'_>,
         status: Status,
         body: &[u8],
@@ -193,7 +193,7 @@ impl Scripts {
 /// Runs a script and decodes its reply.
 fn run<T>(
     call: &ScriptInvocation<'_>,
-    con: &mut Connection,
+    con: &mut dyn ConnectionLike,
     parse: fn(Value) -> Result<T, Malformed>,
 ) -> Result<T, CallError> {
     Ok(parse(call.invoke(con)?)?)
@@ -203,7 +203,7 @@ fn run<T>(
 /// number of streams (one `XREAD`, the first entry of each stream).
 /// Empty when nothing arrived in that time.
 pub(super) fn read_streams(
-    con: &mut Connection,
+    con: &mut dyn ConnectionLike,
     streams: &[(&str, &str)],
     block_ms: u64,
 ) -> Result<Vec<StreamEntries>, CallError> {
@@ -224,7 +224,11 @@ pub(super) fn read_streams(
 
 /// Adds an entry to a reader's wake-up stream and refreshes its TTL, in
 /// one round trip: the blocked `XREAD` that includes it returns at once.
-pub(super) fn wake(con: &mut Connection, wake_key: &str, ttl_ms: u64) -> Result<(), CallError> {
+pub(super) fn wake(
+    con: &mut dyn ConnectionLike,
+    wake_key: &str,
+    ttl_ms: u64,
+) -> Result<(), CallError> {
     redis::pipe()
         .cmd("XADD")
         .arg(wake_key)
@@ -242,9 +246,25 @@ pub(super) fn wake(con: &mut Connection, wake_key: &str, ttl_ms: u64) -> Result<
     Ok(())
 }
 
+/// The first entry of a result stream, without blocking (`XRANGE … COUNT
+/// 1`): how a follower polls on a Redis Cluster.
+pub(super) fn first_entry(
+    con: &mut dyn ConnectionLike,
+    done_key: &str,
+) -> Result<Option<Entry>, CallError> {
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(done_key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query(con)?;
+    Ok(reply::parse_xrange_first(reply)?)
+}
+
 /// `TYPE key`: to find which of many followed keys made an `XREAD` fail
 /// with WRONGTYPE.
-pub(super) fn key_type(con: &mut Connection, key: &str) -> Result<String, CallError> {
+pub(super) fn key_type(con: &mut dyn ConnectionLike, key: &str) -> Result<String, CallError> {
     Ok(redis::cmd("TYPE").arg(key).query(con)?)
 }
 
@@ -257,7 +277,7 @@ mod tests {
     use super::*;
     use crate::redis::reply::Entry;
 
-    fn first(con: &mut Connection, done: &str) -> Option<Entry> {
+    fn first(con: &mut dyn ConnectionLike, done: &str) -> Option<Entry> {
         let mut streams = read_streams(con, &[(done, "0-0")], 5).unwrap();
         let mut entries = streams.pop()?.entries;
         Some(reply::parse_entry(&mut entries.remove(0).1).unwrap())
@@ -280,7 +300,7 @@ mod tests {
             lease_ms: 1000,
             fence_ttl_ms,
         };
-        let publish = |con: &mut Connection, done_key, token, status, body: &[u8]| {
+        let publish = |con: &mut dyn ConnectionLike, done_key, token, status, body: &[u8]| {
             let flight = Published {
                 lease_key: lease,
                 done_key,

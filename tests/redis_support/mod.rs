@@ -21,6 +21,9 @@ pub struct RedisServer {
     port: u16,
     /// The `default` user's password, when the server requires one.
     password: Option<String>,
+    /// Its working directory: a replica's full sync writes `dump.rdb`
+    /// there, which must not land in (and be loaded from) the crate root.
+    _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -41,6 +44,11 @@ impl RedisServer {
         Self::start_with(free_port(), None, args)
     }
 
+    /// Starts a server on `port` with more arguments.
+    pub fn start_on_with_args(port: u16, args: &[String]) -> Self {
+        Self::start_with(port, None, args)
+    }
+
     /// Starts a server on a free port whose `default` user needs `password`
     /// (`--requirepass`); [`url`](Self::url) and the fixture's own
     /// connections carry it.
@@ -49,8 +57,9 @@ impl RedisServer {
     }
 
     fn start_with(port: u16, password: Option<String>, args: &[String]) -> Self {
+        let dir = tempfile::tempdir().expect("no temporary directory");
         let mut cmd = Command::new("redis-server");
-        cmd.args(args);
+        cmd.args(args).arg("--dir").arg(dir.path());
         if let Some(password) = &password {
             cmd.args(["--requirepass", password]);
         }
@@ -70,6 +79,7 @@ impl RedisServer {
             child: Mutex::new(Some(child)),
             port,
             password,
+            _dir: dir,
         };
         wait_until("redis-server answers PING", Duration::from_secs(10), || {
             let mut child = server.child.lock().unwrap();
@@ -77,7 +87,21 @@ impl RedisServer {
                 panic!("redis-server exited at once with {status} (port {port} taken?)");
             }
             drop(child);
-            server.try_connection().is_some()
+            let Some(mut con) = server.try_connection() else {
+                return false;
+            };
+            // Another process's server on the same port (a race with a
+            // concurrent test run) would answer too: make sure it is ours.
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query(&mut con)
+                .unwrap_or_default();
+            let pid = format!("process_id:{}", server.pid());
+            assert!(
+                info.lines().any(|l| l.trim() == pid),
+                "port {port} is answered by another redis-server, not ours"
+            );
+            true
         });
         server
     }
@@ -185,6 +209,28 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `n` distinct free ports whose cluster bus ports (port + 10000) are free
+/// too. Every port is held until all are chosen, so none is handed out
+/// twice and no node's port is another's bus port.
+pub fn free_cluster_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("no free port on 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        if port >= 55_000 {
+            continue;
+        }
+        let Ok(bus) = TcpListener::bind(("127.0.0.1", port + 10_000)) else {
+            continue;
+        };
+        held.push(listener);
+        held.push(bus);
+        ports.push(port);
+    }
+    ports
 }
 
 /// A port nobody listens on right now.
@@ -426,5 +472,149 @@ impl Drop for SentinelServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A local Redis Cluster: `masters` masters with one replica each, all on
+/// loopback, a short node timeout so a failover takes about a second.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts one; tries again on fresh ports (up to 3 times) when a port
+    /// was taken meanwhile by another test run on the same machine.
+    pub fn start(masters: usize) -> Self {
+        for _ in 0..2 {
+            if let Ok(cluster) = std::panic::catch_unwind(|| Self::try_start(masters)) {
+                return cluster;
+            }
+        }
+        Self::try_start(masters)
+    }
+
+    fn try_start(masters: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<RedisServer> = free_cluster_ports(masters * 2)
+            .into_iter()
+            .map(|port| {
+                let conf = dir.path().join(format!("nodes-{port}.conf"));
+                let args = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf.display().to_string(),
+                    "--cluster-node-timeout",
+                    "500",
+                    "--cluster-require-full-coverage",
+                    "no",
+                    // A replica may always take over: with the default, one
+                    // whose master died is "disconnected for too long" in a
+                    // test with a 500 ms node timeout and never fails over.
+                    "--cluster-replica-validity-factor",
+                    "0",
+                ]
+                .map(String::from);
+                RedisServer::start_on_with_args(port, &args)
+            })
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("cannot run redis-cli (package redis-tools)");
+        if !created.status.success() {
+            let states: Vec<String> = nodes
+                .iter()
+                .map(|n| {
+                    let mut con = n.connection();
+                    let known: String = redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query(&mut con)
+                        .unwrap_or_default();
+                    let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap_or(99);
+                    format!(
+                        "{}: {} nodes known, {keys} keys",
+                        n.port(),
+                        known.lines().count()
+                    )
+                })
+                .collect();
+            panic!(
+                "redis-cli --cluster create failed: {}{} {states:?}",
+                String::from_utf8_lossy(&created.stdout),
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        let cluster = RedisCluster { nodes, _dir: dir };
+        wait_until(
+            "every node says the cluster is ok",
+            Duration::from_secs(20),
+            || cluster.nodes.iter().all(|n| n.cluster_ok()),
+        );
+        cluster
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The node that is master for `slot` now, asked of `nodes[from]`.
+    pub fn master_of(&self, slot: u16, from: usize) -> usize {
+        let slots: Vec<(u16, u16, (String, u16))> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query::<Vec<redis::Value>>(&mut self.nodes[from].connection())
+            .unwrap()
+            .into_iter()
+            .map(|range| {
+                let redis::Value::Array(parts) = range else {
+                    panic!("a slot range is an array")
+                };
+                let int = |v: &redis::Value| match v {
+                    redis::Value::Int(n) => *n as u16,
+                    other => panic!("not an int: {other:?}"),
+                };
+                let redis::Value::Array(master) = &parts[2] else {
+                    panic!("a master is an array")
+                };
+                (
+                    int(&parts[0]),
+                    int(&parts[1]),
+                    (String::new(), int(&master[1])),
+                )
+            })
+            .collect();
+        let port = slots
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+            .map(|(_, _, (_, port))| *port)
+            .expect("the slot is served");
+        self.nodes.iter().position(|n| n.port() == port).unwrap()
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].connection())
+            .unwrap()
+    }
+}
+
+impl RedisServer {
+    /// Whether this cluster node says `cluster_state:ok` with every slot
+    /// assigned.
+    pub fn cluster_ok(&self) -> bool {
+        let Some(mut con) = self.try_connection() else {
+            return false;
+        };
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut con)
+            .unwrap_or_default();
+        info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
     }
 }
