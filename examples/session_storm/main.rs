@@ -20,6 +20,8 @@
 #[path = "../shared/fleet.rs"]
 mod fleet;
 #[cfg(feature = "redis")]
+mod paused;
+#[cfg(feature = "redis")]
 mod replicas;
 #[cfg(feature = "redis")]
 #[path = "../shared/scratch.rs"]
@@ -75,6 +77,10 @@ struct Options {
     /// Internal: this replica's callers' tokens, comma-separated
     #[arg(long, hide = true, value_name = "TOKENS", value_delimiter = ',')]
     callers: Vec<String>,
+    /// Internal: in a paused run, this replica's leader waits inside its
+    /// verification for the parent
+    #[arg(long, hide = true)]
+    pause: bool,
 }
 
 const EXPIRED: &str = "tok-expired";
@@ -162,6 +168,9 @@ fn main() -> ExitCode {
     let options = Options::parse();
     #[cfg(feature = "redis")]
     if let Some(mode) = &options.replica_of {
+        if mode.starts_with("paused") {
+            return paused::serve(mode, &options);
+        }
         return replicas::serve(mode, &options);
     }
     if options.tokens > options.threads {

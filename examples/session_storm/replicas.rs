@@ -31,7 +31,7 @@ const PATHS: [(&str, &str); 3] = [
 /// A session or an error as it crosses processes: typed where the type
 /// means something to every replica, text otherwise.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
-enum Shared {
+pub enum Shared {
     Session(Session),
     UnknownToken,
     Expired,
@@ -106,13 +106,23 @@ fn serve_burst(mode: &str, options: &Options) -> Result<(), String> {
         _ => proxy.get_or_create(token),
     };
 
-    let go = Barrier::new(options.callers.len() + 1);
-    let calls: Vec<Call> = thread::scope(|s| {
-        let handles: Vec<_> = options
-            .callers
+    let calls = released_calls(&options.callers, &get_or_create);
+    print_calls(&calls, proxy.provider.verifications());
+    Ok(())
+}
+
+/// In a replica: one thread per caller, started now; it says `ready`, and
+/// the callers go together once the parent writes a line.
+pub fn released_calls(
+    callers: &[String],
+    get_or_create: &(dyn Fn(&str) -> SessionResult + Sync),
+) -> Vec<Call> {
+    let go = Barrier::new(callers.len() + 1);
+    thread::scope(|s| {
+        let handles: Vec<_> = callers
             .iter()
             .map(|token| {
-                let (go, get_or_create) = (&go, &get_or_create);
+                let go = &go;
                 s.spawn(move || {
                     go.wait();
                     let began = Instant::now();
@@ -130,11 +140,14 @@ fn serve_burst(mode: &str, options: &Options) -> Result<(), String> {
         let _ = std::io::stdin().read_line(&mut line);
         go.wait();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    })
+}
 
+/// In a replica: one line per call, then the verification count.
+pub fn print_calls(calls: &[Call], verifications: u64) {
     // An error's Arc address names its instance, so the parent can tell
     // errors shared within this process from separate ones.
-    for call in &calls {
+    for call in calls {
         let micros = call.latency.as_micros();
         match &call.result {
             Ok(session) => println!(
@@ -148,8 +161,7 @@ fn serve_burst(mode: &str, options: &Options) -> Result<(), String> {
             ),
         }
     }
-    println!("verifications\t{}", proxy.provider.verifications());
-    Ok(())
+    println!("verifications\t{verifications}");
 }
 
 /// In the parent: every burst through every path, each on a fresh store
@@ -191,6 +203,18 @@ pub fn run(replicas: usize, options: &Options, bursts: &[(String, Vec<String>)])
             rows.push(row(burst, path, &figures));
         }
     }
+    let mut paused = Vec::new();
+    for (mode, path) in crate::paused::RUNS {
+        let figures = match crate::paused::run(mode, &redis, options) {
+            Ok(figures) => figures,
+            Err(message) => {
+                eprintln!("session_storm: {message}");
+                return ExitCode::FAILURE;
+            }
+        };
+        rows.push(row("paused leader", path, &figures));
+        paused.push(figures);
+    }
     print_table(2, &HEADER, &rows);
     println!(
         "\nerrors are shared within a process; across processes each gets its own copy.\n\
@@ -198,6 +222,21 @@ pub fn run(replicas: usize, options: &Options, bursts: &[(String, Vec<String>)])
          across the fleet in every burst: {}",
         if kept_promise { "yes" } else { "NO" }
     );
+    // The paused runs: A leads, is SIGSTOPped past its lease, B leads the
+    // same login, A resumes. The fenced run must leave one session that
+    // every caller got; the plain one shows what happens without it.
+    let sessions = |f: &Figures| f.sessions_written;
+    let one_session =
+        paused[1].sessions_written == 1 && paused[1].ids_per_token.values().all(|&n| n == 1);
+    println!(
+        "a leader paused past its {} ms lease: without a fencing token {} for one login; \
+         with it the store refused the stale writer: {} left, every caller got it: {}",
+        crate::paused::LEASE.as_millis(),
+        count(sessions(&paused[0]) as usize, "session"),
+        count(sessions(&paused[1]) as usize, "session"),
+        if one_session { "yes" } else { "NO" }
+    );
+    kept_promise &= one_session;
     if kept_promise {
         ExitCode::SUCCESS
     } else {
@@ -248,67 +287,93 @@ fn fleet_calls(
     }
     let mut fleet = Vec::new();
     for share in shares.iter().filter(|share| !share.is_empty()) {
-        let args = [
-            "--replica-of",
-            mode,
-            "--store",
-            &file.display().to_string(),
-            "--redis-url",
-            &redis.url(),
-            "--verify-ms",
-            &options.verify_ms.to_string(),
-            "--tokens",
-            &options.tokens.to_string(),
-            "--callers",
-            &share.join(","),
-        ]
-        .map(String::from);
-        fleet.push(Replica::spawn(&args)?);
-    }
-    for replica in &mut fleet {
-        let line = replica.line()?;
-        if line != "ready" {
-            return Err(format!("a replica said {line:?} instead of ready"));
-        }
+        let args = replica_args(mode, file, redis, options, &share.join(","));
+        fleet.push(spawn_ready(&args)?);
     }
     for replica in &mut fleet {
         replica.send("go")?;
     }
     let (mut verifications, mut calls) = (0, Vec::new());
     for (n, replica) in fleet.iter_mut().enumerate() {
-        // One Arc per error instance of each replica.
-        let mut errors: HashMap<String, Arc<AuthError>> = HashMap::new();
-        loop {
-            let line = replica.line()?;
-            let fields: Vec<&str> = line.split('\t').collect();
-            match fields[..] {
-                ["verifications", n] => {
-                    verifications += n.parse::<u64>().map_err(|e| format!("{line:?}: {e}"))?;
-                    break;
-                }
-                [token, kind, a, b, micros] => {
-                    let result = if kind == "ok" {
-                        Ok(Session {
-                            id: a.to_string(),
-                            user: b.to_string(),
-                        })
-                    } else {
-                        let error = errors
-                            .entry(format!("{n}/{a}"))
-                            .or_insert_with(|| Arc::new(AuthError::Replica(b.to_string())));
-                        Err(error.clone())
-                    };
-                    calls.push(Call {
-                        token: token.to_string(),
-                        result,
-                        latency: Duration::from_micros(
-                            micros.parse().map_err(|e| format!("{line:?}: {e}"))?,
-                        ),
-                    });
-                }
-                _ => return Err(format!("a replica printed {line:?}")),
-            }
-        }
+        let (v, mut c) = read_calls(replica, n)?;
+        verifications += v;
+        calls.append(&mut c);
     }
     Ok((verifications, calls))
+}
+
+/// In the parent: replica `n`'s calls (from [`print_calls`]) and its
+/// verification count.
+pub fn read_calls(replica: &mut Replica, n: usize) -> Result<(u64, Vec<Call>), String> {
+    // One Arc per error instance of the replica.
+    let mut errors: HashMap<String, Arc<AuthError>> = HashMap::new();
+    let mut calls = Vec::new();
+    loop {
+        let line = replica.line()?;
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields[..] {
+            ["verifications", v] => {
+                let v = v.parse::<u64>().map_err(|e| format!("{line:?}: {e}"))?;
+                return Ok((v, calls));
+            }
+            [token, kind, a, b, micros] => {
+                let result = if kind == "ok" {
+                    Ok(Session {
+                        id: a.to_string(),
+                        user: b.to_string(),
+                    })
+                } else {
+                    let error = errors
+                        .entry(format!("{n}/{a}"))
+                        .or_insert_with(|| Arc::new(AuthError::Replica(b.to_string())));
+                    Err(error.clone())
+                };
+                calls.push(Call {
+                    token: token.to_string(),
+                    result,
+                    latency: Duration::from_micros(
+                        micros.parse().map_err(|e| format!("{line:?}: {e}"))?,
+                    ),
+                });
+            }
+            _ => return Err(format!("a replica printed {line:?}")),
+        }
+    }
+}
+
+/// The arguments of a replica in `mode` whose callers ask for `callers`
+/// (comma-separated tokens).
+pub fn replica_args(
+    mode: &str,
+    file: &std::path::Path,
+    redis: &RedisServer,
+    options: &Options,
+    callers: &str,
+) -> Vec<String> {
+    [
+        "--replica-of",
+        mode,
+        "--store",
+        &file.display().to_string(),
+        "--redis-url",
+        &redis.url(),
+        "--verify-ms",
+        &options.verify_ms.to_string(),
+        "--tokens",
+        &options.tokens.to_string(),
+        "--callers",
+        callers,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starts a replica and waits until its callers are ready.
+pub fn spawn_ready(args: &[String]) -> Result<Replica, String> {
+    let mut replica = Replica::spawn(args)?;
+    let line = replica.line()?;
+    if line != "ready" {
+        return Err(format!("a replica said {line:?} instead of ready"));
+    }
+    Ok(replica)
 }

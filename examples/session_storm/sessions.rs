@@ -170,6 +170,39 @@ impl Store {
         )
     }
 
+    /// Writes a session for a flight holding fencing token `fence`, unless
+    /// a newer flight (a higher token) already wrote one for this token:
+    /// then that session is returned and nothing is written. A stale
+    /// leader, paused past its lease while another took over, thus cannot
+    /// leave a second session behind.
+    pub fn create_fenced(&self, token: &str, user: &str, fence: u64) -> rusqlite::Result<Session> {
+        let mut db = self.db.lock().unwrap();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let newer = tx
+            .query_row(
+                "SELECT id, user FROM sessions WHERE token = ?1 AND fence > ?2 \
+                 ORDER BY fence DESC LIMIT 1",
+                (token, fence as i64),
+                Session::from_row,
+            )
+            .optional()?;
+        let session = match newer {
+            Some(session) => session,
+            None => {
+                // Older flights' sessions go: one session per token.
+                tx.execute("DELETE FROM sessions WHERE token = ?1", [token])?;
+                tx.query_row(
+                    "INSERT INTO sessions (id, token, user, fence) \
+                     VALUES (lower(hex(randomblob(16))), ?1, ?2, ?3) RETURNING id, user",
+                    (token, user, fence as i64),
+                    Session::from_row,
+                )?
+            }
+        };
+        tx.commit()?;
+        Ok(session)
+    }
+
     /// Sessions written so far, for every token.
     pub fn written(&self) -> u64 {
         self.db
@@ -184,7 +217,8 @@ const SCHEMA: &str = "CREATE TABLE sessions (
          id TEXT PRIMARY KEY,
          token TEXT NOT NULL,
          user TEXT NOT NULL,
-         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+         fence INTEGER NOT NULL DEFAULT 0
      );
      CREATE INDEX sessions_by_token ON sessions (token);";
 
@@ -201,12 +235,21 @@ impl Proxy {
     /// separate statements with a slow call between them, so concurrent
     /// callers that all miss the lookup all create.
     pub fn handle(&self, token: &str) -> SessionResult {
+        self.handle_fenced(token, None)
+    }
+
+    /// [`handle`](Self::handle) for a flight holding fencing token `fence`:
+    /// the write goes through [`Store::create_fenced`].
+    pub fn handle_fenced(&self, token: &str, fence: Option<u64>) -> SessionResult {
         let get_or_create = || -> Result<Session, AuthError> {
             if let Some(session) = self.store.find(token)? {
                 return Ok(session);
             }
             let user = self.provider.verify(token)?;
-            Ok(self.store.create(token, &user)?)
+            Ok(match fence {
+                Some(fence) => self.store.create_fenced(token, &user, fence)?,
+                None => self.store.create(token, &user)?,
+            })
         };
         get_or_create().map_err(Arc::new)
     }

@@ -77,6 +77,24 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// Whether `key` exists (a raw RESP `EXISTS`, like `answers_ping`);
+    /// `None` when the server does not answer.
+    pub fn exists(&self, key: &str) -> Option<bool> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .ok()?;
+        let request = format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n{key}\r\n", key.len());
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut reply = [0; 4];
+        stream.read_exact(&mut reply).ok()?;
+        match &reply {
+            b":0\r\n" => Some(false),
+            b":1\r\n" => Some(true),
+            _ => None,
+        }
+    }
 }
 
 impl Drop for RedisServer {
@@ -145,6 +163,15 @@ impl Replica {
         match self.stdout.read_line(&mut line) {
             Ok(n) if n > 0 => Ok(line.trim_end().to_string()),
             _ => Err(format!("replica {} exited early", self.child.id())),
+        }
+    }
+
+    /// Sends a signal (`"-STOP"`, `"-CONT"`) with the `kill` command.
+    pub fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        match Command::new("kill").args([signal, &pid]).status() {
+            Ok(status) if status.success() => Ok(()),
+            other => Err(format!("kill {signal} {pid}: {other:?}")),
         }
     }
 
