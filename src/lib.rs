@@ -49,7 +49,8 @@
 //! |---|---|
 //! | `tracing` | a `singleflight.flight` span per flight, with the group's name and the caller's role, and events for timeouts, panics, age replacements and retries |
 //! | `metrics` | counters and histograms through the `metrics` facade, labelled with the group's name: `singleflight_flights_total`, `_followers_served_total`, `_follower_timeouts_total`, `_leader_panics_total`, `_follower_panics_total`, `_replacements_total`, `_retries_total`, `_overflows_total`, and the histograms `singleflight_leader_run_seconds`, `_follower_wait_seconds` and `_callers_per_flight` |
-//! | `redis` | the `redis` module: `RedisGroup`, one run per key across processes through Redis or Valkey |
+//! | `redis` | the `redis` module: `RedisGroup`, one run per key across processes through Redis or Valkey (one server, Sentinel or Cluster) |
+//! | `redis-tls` | `rediss://` URLs for the `redis` module, through rustls with ring |
 //!
 //! The crate builds on Rust 1.85 and newer (edition 2024).
 //!

@@ -2,11 +2,16 @@
 //! `redis`).
 //!
 //! A [`RedisGroup`] is a local [`Group`](crate::Group) whose leaders
-//! coordinate through one Redis server: the first thread per process and
+//! coordinate through one Redis deployment (a server, a Sentinel-managed
+//! primary or a Cluster: see [`RedisGroup::open`],
+//! [`RedisGroup::open_sentinel`], [`RedisGroup::open_cluster`]; `rediss://`
+//! with the `redis-tls` feature): the first thread per process and
 //! key meets the other processes there, so a hot key runs `f` once for the
 //! whole fleet, not once per replica. It is for **efficiency, not mutual
 //! exclusion**: a leader paused past its lease (GC, SIGSTOP, a partition)
-//! can cause a rare duplicate run. Never use it to protect an invariant.
+//! can cause a rare duplicate run. Never use it to protect an invariant,
+//! unless the store `f` writes to checks the fencing token that
+//! [`RedisGroup::work_fenced`] hands `f` in its [`Lease`].
 //!
 //! # Protocol
 //!
@@ -14,7 +19,8 @@
 //! `…:done:<token>`, all of one key under one hash tag.
 //!
 //! 1. **Acquire** (a script): `SET lease token NX PX lease`, or return the
-//!    holder's token and the lease's PTTL.
+//!    holder's token and the lease's PTTL. A fenced call also draws the
+//!    key's next fencing token in the same step.
 //! 2. **Lead**: run `f` while the group's renewal thread renews the lease every `lease / 3`
 //!    with a compare-and-PEXPIRE (a "not ours" reply or a failed renewal
 //!    counts as a lost lease; the leader still publishes). Then one script
