@@ -38,6 +38,7 @@ pub(super) struct Backend {
 #[derive(Debug, Clone)]
 pub(super) struct Orphan {
     pub(super) lease_key: String,
+    done_key: String,
     pub(super) token: String,
     pub(super) since: Instant,
     /// Releases the server answered "not there" to.
@@ -144,6 +145,7 @@ impl Backend {
         lease_key: &str,
         followed_done: Option<&str>,
         token: &str,
+        own_done: &str,
     ) -> Result<Acquire, CallError> {
         let lease_ms = millis(self.config.lease);
         let result = self.exchange(By::Caller, |c| {
@@ -154,6 +156,7 @@ impl Backend {
             if e.is_timeout() {
                 self.lock_orphans().push(Orphan {
                     lease_key: lease_key.to_owned(),
+                    done_key: own_done.to_owned(),
                     token: token.to_owned(),
                     since: Instant::now(),
                     answered: 0,
@@ -175,14 +178,17 @@ impl Backend {
         self.lock_orphans().iter().any(|o| o.token == token)
     }
 
-    /// Compare-and-deletes a possibly orphaned lease of ours. It is
+    /// Compare-and-deletes a possibly orphaned lease of ours, ending its
+    /// flight with "abandon" for anyone following it. It is
     /// forgotten once the delete hit, or after two answers of "not there"
     /// (a server that answers twice has run every command queued before
     /// them: the late acquire either set the lease or never will), or once
     /// a whole lease has passed (it would have expired by itself).
     pub(super) fn release_orphan(&self, orphan: &Orphan, by: By) {
+        let ttl = millis(self.config.result_ttl);
         let released = self.exchange(by, |c| {
-            self.scripts.release(c, &orphan.lease_key, &orphan.token)
+            let (lease, done) = (&orphan.lease_key, &orphan.done_key);
+            self.scripts.release(c, lease, done, &orphan.token, ttl)
         });
         let mut orphans = self.lock_orphans();
         let Some(at) = orphans.iter().position(|o| o.token == orphan.token) else {

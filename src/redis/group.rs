@@ -340,7 +340,7 @@ where
                 .as_ref()
                 .map(|(_, done)| done.as_str())
                 .filter(|_| check_followed);
-            let entry = match b.acquire(&lease_key, check, &token) {
+            let entry = match b.acquire(&lease_key, check, &token, &keys.done(&token)) {
                 Err(e) => {
                     s.renewer.watch_orphans(&s.backend);
                     return Err((b.error(e), f));

@@ -19,24 +19,37 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Mutex<Option<Child>>,
     port: u16,
+    /// Extra `redis-server` arguments, kept for a restart.
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port; panics with install instructions
     /// when `redis-server` is not on PATH.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server on a free port with extra arguments
+    /// (`["--timeout", "1"]`, `["--maxclients", "40"]`).
+    pub fn start_with(args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("no free port on 127.0.0.1")
             .port();
-        Self::start_on(port)
+        Self::start_on_with(port, args)
     }
 
     /// Starts a server on `port` (used to restart after [`kill`](Self::kill)).
     pub fn start_on(port: u16) -> Self {
+        Self::start_on_with(port, &[])
+    }
+
+    fn start_on_with(port: u16, args: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -49,6 +62,7 @@ impl RedisServer {
         let server = RedisServer {
             child: Mutex::new(Some(child)),
             port,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         wait_until("redis-server answers PING", Duration::from_secs(10), || {
             let mut child = server.child.lock().unwrap();
@@ -103,6 +117,44 @@ impl RedisServer {
         }
     }
 
+    /// SIGKILLs the server, starts it again on the same port with the same
+    /// arguments, and returns once it answers PING.
+    pub fn restart(&self) {
+        self.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let fresh = Self::start_on_with(self.port, &args);
+        *self.child.lock().unwrap() = fresh.child.lock().unwrap().take();
+    }
+
+    /// `CLIENT KILL TYPE normal SKIPME yes`: every client connection but
+    /// the one asking is closed by the server. Returns how many.
+    pub fn kill_clients(&self) -> u64 {
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut self.connection())
+            .unwrap()
+    }
+
+    /// Connected clients right now (`INFO clients`), the asking one included.
+    pub fn connected_clients(&self) -> u64 {
+        self.info_field("clients", "connected_clients")
+    }
+
+    fn info_field(&self, section: &str, field: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.connection())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+    }
+
     /// Cumulative calls per command (`INFO commandstats`), `info` excluded.
     pub fn command_counts(&self) -> BTreeMap<String, u64> {
         let info: String = redis::cmd("INFO")
@@ -130,14 +182,7 @@ impl RedisServer {
 
     /// Clients blocked right now (in `XREAD BLOCK`).
     pub fn blocked_clients(&self) -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
-            .query(&mut self.connection())
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("blocked_clients:"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap()
+        self.info_field("clients", "blocked_clients")
     }
 }
 
