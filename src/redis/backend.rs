@@ -222,6 +222,13 @@ impl Backend {
                 FallbackReason::Malformed,
                 format!("foreign data under our keys: {e}"),
             ),
+            CallError::Redis(e) if e.is_timeout() => Error::new(
+                FallbackReason::Unavailable,
+                format!(
+                    "no reply within the I/O timeout ({:?}): {e}",
+                    self.config.io_timeout
+                ),
+            ),
             CallError::Redis(e) => Error::new(FallbackReason::Unavailable, e.to_string()),
         }
     }

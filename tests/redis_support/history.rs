@@ -33,17 +33,41 @@ pub fn new_value_id() -> u64 {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Call { process: u32, thread: u64, start: u64, end: u64, value: u64 },
-    Run { process: u32, start: u64, end: u64, value: u64, burst: u64 },
+    Call {
+        process: u32,
+        thread: u64,
+        start: u64,
+        end: u64,
+        value: u64,
+    },
+    Run {
+        process: u32,
+        start: u64,
+        end: u64,
+        value: u64,
+        burst: u64,
+    },
 }
 
 impl Event {
     pub fn line(&self) -> String {
         match self {
-            Event::Call { process, thread, start, end, value } => {
+            Event::Call {
+                process,
+                thread,
+                start,
+                end,
+                value,
+            } => {
                 format!("call {process} {thread} {start} {end} {value}")
             }
-            Event::Run { process, start, end, value, burst } => {
+            Event::Run {
+                process,
+                start,
+                end,
+                value,
+                burst,
+            } => {
                 format!("run {process} {start} {end} {value} {burst}")
             }
         }
@@ -86,7 +110,13 @@ impl Log {
         let start = now_us();
         f();
         let value = new_value_id();
-        self.push(Event::Run { process: std::process::id(), start, end: now_us(), value, burst });
+        self.push(Event::Run {
+            process: std::process::id(),
+            start,
+            end: now_us(),
+            value,
+            burst,
+        });
         value
     }
 
@@ -94,7 +124,13 @@ impl Log {
     pub fn call(&self, thread: u64, call: impl FnOnce() -> u64) -> u64 {
         let start = now_us();
         let value = call();
-        self.push(Event::Call { process: std::process::id(), thread, start, end: now_us(), value });
+        self.push(Event::Call {
+            process: std::process::id(),
+            thread,
+            start,
+            end: now_us(),
+            value,
+        });
         value
     }
 
@@ -121,7 +157,14 @@ pub fn check(events: &[Event]) -> Result<Summary, String> {
     let mut runs = BTreeMap::new();
     let mut summary = Summary::default();
     for event in events {
-        if let Event::Run { start, end, value, burst, .. } = event {
+        if let Event::Run {
+            start,
+            end,
+            value,
+            burst,
+            ..
+        } = event
+        {
             if runs.insert(*value, (*start, *end)).is_some() {
                 return Err(format!("two runs produced value {value}"));
             }
@@ -130,7 +173,10 @@ pub fn check(events: &[Event]) -> Result<Summary, String> {
         }
     }
     for event in events {
-        if let Event::Call { start, end, value, .. } = event {
+        if let Event::Call {
+            start, end, value, ..
+        } = event
+        {
             let Some(&(run_start, run_end)) = runs.get(value) else {
                 return Err(format!("{event:?}: no run produced value {value}"));
             };
@@ -147,12 +193,28 @@ pub fn check(events: &[Event]) -> Result<Summary, String> {
 
 #[test]
 fn history_check_catches_stale_and_unknown_values() {
-    let run = |value, start, end| Event::Run { process: 1, start, end, value, burst: 0 };
-    let call = |value, start, end| Event::Call { process: 2, thread: 0, start, end, value };
+    let run = |value, start, end| Event::Run {
+        process: 1,
+        start,
+        end,
+        value,
+        burst: 0,
+    };
+    let call = |value, start, end| Event::Call {
+        process: 2,
+        thread: 0,
+        start,
+        end,
+        value,
+    };
     let good = [run(7, 10, 20), call(7, 5, 21), call(7, 19, 22)];
     let summary = check(&good).unwrap();
     assert_eq!((summary.calls, summary.runs_per_burst[&0]), (2, 1));
-    assert!(check(&[run(7, 10, 20), call(7, 21, 30)]).unwrap_err().contains("did not overlap"));
+    assert!(
+        check(&[run(7, 10, 20), call(7, 21, 30)])
+            .unwrap_err()
+            .contains("did not overlap")
+    );
     assert!(check(&[call(8, 1, 2)]).unwrap_err().contains("no run"));
     for e in good {
         assert_eq!(Event::parse(&e.line()), Some(e));

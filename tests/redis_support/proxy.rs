@@ -27,7 +27,18 @@ struct Faults {
     blackhole: AtomicBool,
     /// Every connection's two sockets, to reset them all.
     sockets: Mutex<Vec<TcpStream>>,
+    /// Armed: the next chunk toward the server (`[0]`) or toward the
+    /// client (`[1]`) is dropped and every connection reset.
+    reset_next: [AtomicBool; 2],
     stopped: AtomicBool,
+}
+
+impl Faults {
+    fn reset_all(&self) {
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 /// A running proxy; stops accepting on drop.
@@ -77,9 +88,15 @@ impl FaultProxy {
 
     /// Closes both sides of every open connection (new ones still work).
     pub fn reset_all(&self) {
-        for socket in self.faults.sockets.lock().unwrap().drain(..) {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
+        self.faults.reset_all();
+    }
+
+    /// Arms a reset: the next chunk sent toward the server
+    /// (`to_server`) or toward a client is dropped, and every connection
+    /// is closed at that moment. A request lost on its way, or a reply
+    /// lost after the server ran the command.
+    pub fn reset_on_next(&self, to_server: bool) {
+        self.faults.reset_next[usize::from(!to_server)].store(true, Ordering::SeqCst);
     }
 }
 
@@ -104,8 +121,13 @@ fn connect(client: TcpStream, upstream: u16, faults: &Arc<Faults>) {
         sockets.push(client.try_clone().unwrap());
         sockets.push(server.try_clone().unwrap());
     }
-    pump(client.try_clone().unwrap(), server.try_clone().unwrap(), faults);
-    pump(server, client, faults);
+    pump(
+        client.try_clone().unwrap(),
+        server.try_clone().unwrap(),
+        0,
+        faults,
+    );
+    pump(server, client, 1, faults);
 }
 
 fn wait_while_blackholed(faults: &Faults) {
@@ -117,7 +139,7 @@ fn wait_while_blackholed(faults: &Faults) {
 /// Forwards `from` to `to`: a reader thread stamps each chunk with when it
 /// may leave, a writer thread sends it then (so latency delays without
 /// throttling).
-fn pump(mut from: TcpStream, mut to: TcpStream, faults: &Arc<Faults>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, direction: usize, faults: &Arc<Faults>) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     let reader_faults = Arc::clone(faults);
     thread::spawn(move || {
@@ -143,6 +165,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, faults: &Arc<Faults>) {
                 thread::sleep(wait);
             }
             wait_while_blackholed(&writer_faults);
+            if writer_faults.reset_next[direction].swap(false, Ordering::SeqCst) {
+                writer_faults.reset_all();
+                break;
+            }
             if to.write_all(&chunk).is_err() {
                 break;
             }
