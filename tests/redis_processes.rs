@@ -5,6 +5,8 @@
 
 #[path = "redis_support/groups.rs"]
 mod groups;
+#[path = "redis_support/history.rs"]
+mod history;
 mod redis_support;
 
 use std::collections::BTreeSet;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use groups::{config, replica};
 use redis_support::{
-    RedisServer, Worker, client_commands, command, delta, report, role, wait_until,
+    RedisServer, Worker, client_commands, command, delta, median, report, role, wait_until,
 };
 use sync_singleflight::redis::{RedisGroup, Source};
 
@@ -98,6 +100,15 @@ fn worker() {
                     outcome.source
                 ));
             }
+            ["keys", burst, keys, ms] => {
+                let f_time = Duration::from_millis(ms.parse().unwrap());
+                many_keys(
+                    &group,
+                    burst.parse().unwrap(),
+                    keys.parse().unwrap(),
+                    f_time,
+                );
+            }
             ["lead", key] => {
                 group.work(*key, || {
                     report("leading");
@@ -108,6 +119,38 @@ fn worker() {
             _ => break,
         }
     }
+}
+
+/// In a worker: one thread per key, all at once, every call and run
+/// logged; reports each event, then the group's connection figures.
+fn many_keys(group: &RedisGroup<String, String>, burst: u64, keys: u64, f_time: Duration) {
+    let log = history::Log::default();
+    let start = Barrier::new(keys as usize);
+    thread::scope(|s| {
+        for k in 0..keys {
+            let (log, start) = (&log, &start);
+            s.spawn(move || {
+                start.wait();
+                // One run per key per burst: the burst id names both.
+                let id = burst * 1000 + k;
+                log.call(k, || {
+                    let value = group.work(&format!("hot{k}"), || {
+                        log.run(id, || thread::sleep(f_time)).to_string()
+                    });
+                    value.parse().unwrap()
+                });
+            });
+        }
+    });
+    for event in log.drain() {
+        report(&format!("ev {}", event.line()));
+    }
+    let stats = group.stats();
+    let fallbacks: u64 = stats.fallbacks.iter().sum();
+    report(&format!(
+        "done peak={} open={} fallbacks={fallbacks} dialled={}",
+        stats.connections_peak, stats.connections_open, stats.dialled
+    ));
 }
 
 fn spawn_workers(test: &str, server: &RedisServer, n: usize) -> Vec<Worker> {
@@ -245,4 +288,52 @@ fn stalled_leader_past_its_lease_causes_one_duplicate_run() {
     assert_eq!(field(&served, "sources"), "Takeover");
     assert!(field(&served, "values").starts_with("t-by-pid-"));
     assert_eq!(resumed, "done source=Leader lost_leases=1");
+}
+
+#[test]
+fn sixty_four_hot_keys_in_four_processes_stay_within_the_connection_bound() {
+    const TEST: &str = "sixty_four_hot_keys_in_four_processes_stay_within_the_connection_bound";
+    const KEYS: u64 = 64;
+    if role().is_some() {
+        return worker();
+    }
+    // 4 processes x 8 connections = 32, under the server's 40.
+    let server = RedisServer::start_with(&["--maxclients", "40"]);
+    let mut workers = spawn_workers(TEST, &server, PROCESSES);
+    let mut events = Vec::new();
+    let mut walls = Vec::new();
+    for b in 0..3u64 {
+        let started = Instant::now();
+        for w in &mut workers {
+            w.send(&format!("keys {b} {KEYS} 100"));
+        }
+        for w in &workers {
+            loop {
+                let line = w.recv(Duration::from_secs(20));
+                if let Some(event) = line.strip_prefix("ev ") {
+                    events.push(history::Event::parse(event).unwrap());
+                    continue;
+                }
+                println!("burst {b}: {line}");
+                let peak: usize = field(&line, "peak").parse().unwrap();
+                assert!(peak <= 8, "over the default bound of 8: {line}");
+                assert_eq!(field(&line, "fallbacks"), "0", "{line}");
+                break;
+            }
+        }
+        walls.push(started.elapsed());
+    }
+    let summary = history::check(&events).unwrap();
+    let runs_per_key = summary.runs as f64 / (3 * KEYS) as f64;
+    println!(
+        "{} calls, {runs_per_key:.2} runs per key per burst, burst wall median {:?}",
+        summary.calls,
+        median(&mut walls)
+    );
+    assert_eq!(summary.calls, 3 * KEYS as usize * PROCESSES);
+    assert_eq!(summary.runs_per_burst.len(), 3 * KEYS as usize);
+    assert!(
+        summary.runs_per_burst.values().all(|&runs| runs == 1),
+        "{summary:?}"
+    );
 }
