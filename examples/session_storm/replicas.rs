@@ -222,7 +222,8 @@ fn fleet_burst(
 ) -> Result<Figures, String> {
     // A folder of its own per burst (tempfile), so two runs started at the same
     // moment never share a store; it goes on return and on Ctrl-C.
-    let scratch = crate::scratch::scratch_dir("sessions").map_err(|e| format!("creating a scratch folder: {e}"))?;
+    let scratch = crate::scratch::scratch_dir("sessions")
+        .map_err(|e| format!("creating a scratch folder: {e}"))?;
     let file = scratch.path().join(format!("{mode}.db"));
     let store = Store::create_file(&file).map_err(|e| format!("creating the store: {e}"))?;
     let result = fleet_calls(mode, replicas, tokens, &file, redis, options);

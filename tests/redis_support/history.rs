@@ -3,9 +3,12 @@
 //! end, value id, burst), as lines that cross process boundaries, then
 //! check the two promises mechanically:
 //!
-//! 1. each caller's value came from a run that overlapped its call (the
-//!    run started before the call ended and ended after it started):
-//!    nothing stale, nothing cached;
+//! 1. each caller's value came from a flight that overlapped its call
+//!    (its run started before the call ended, and the flight ended after
+//!    the call started): nothing stale, nothing cached. A flight ends when
+//!    its leader's call returns, not when `f` does: until the leader has
+//!    published, a newcomer joins the flight and gets its value, exactly
+//!    as in a local `Group`;
 //! 2. how many runs each burst made.
 //!
 //! Times are microseconds of the wall clock, the same for every process
@@ -158,14 +161,29 @@ pub fn check(events: &[Event]) -> Result<Summary, String> {
     let mut summary = Summary::default();
     for event in events {
         if let Event::Run {
+            process,
             start,
             end,
             value,
             burst,
-            ..
         } = event
         {
-            if runs.insert(*value, (*start, *end)).is_some() {
+            // The flight lasts until its leader's call (the one in the same
+            // process that got this value and contains the run) returned.
+            let leader_end = events.iter().find_map(|other| match other {
+                Event::Call {
+                    process: p,
+                    start: s,
+                    end: e,
+                    value: v,
+                    ..
+                } if p == process && v == value && s <= start && e >= end => Some(*e),
+                _ => None,
+            });
+            if runs
+                .insert(*value, (*start, leader_end.unwrap_or(*end)))
+                .is_some()
+            {
                 return Err(format!("two runs produced value {value}"));
             }
             *summary.runs_per_burst.entry(*burst).or_insert(0) += 1;
@@ -208,6 +226,24 @@ fn history_check_catches_stale_and_unknown_values() {
         value,
     };
     let good = [run(7, 10, 20), call(7, 5, 21), call(7, 19, 22)];
+    // Joined after f returned, before the leader's call (publish) ended.
+    let leader = Event::Call {
+        process: 1,
+        thread: 0,
+        start: 9,
+        end: 25,
+        value: 7,
+    };
+    assert!(check(&[run(7, 10, 20), leader, call(7, 22, 30)]).is_ok());
+    // Joined after f returned, before the leader's call (its publish) ended.
+    let leader = Event::Call {
+        process: 1,
+        thread: 0,
+        start: 9,
+        end: 25,
+        value: 7,
+    };
+    assert!(check(&[run(7, 10, 20), leader, call(7, 22, 30)]).is_ok());
     let summary = check(&good).unwrap();
     assert_eq!((summary.calls, summary.runs_per_burst[&0]), (2, 1));
     assert!(
