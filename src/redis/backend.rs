@@ -128,7 +128,11 @@ impl Backend {
             None => self.breaker.success(),
             Some((e, fresh)) => {
                 let evidence = fresh || e.is_timeout() || !is_stale(e);
-                if by == By::Caller && evidence && !is_foreign(e) && self.breaker.failure() {
+                if by == By::Caller
+                    && evidence
+                    && !is_foreign(e)
+                    && self.breaker.failure(e.is_connection_refusal())
+                {
                     Counters::bump(&self.counters.breaker_opens);
                     // The idle connections very likely died with the server.
                     self.pool.clear();
