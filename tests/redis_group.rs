@@ -480,3 +480,62 @@ fn strict_calls_report_an_unreachable_server() {
     );
     assert!(t.elapsed() < Duration::from_millis(500));
 }
+
+#[test]
+fn many_followed_flights_share_the_readers_within_max_connections() {
+    let server = RedisServer::start();
+    let mut cfg = config("readers");
+    cfg.readers = 2;
+    cfg.max_connections = 3;
+    let (a, b) = replicas::<u32>(&server.url(), cfg);
+    const KEYS: usize = 16;
+    let leading = Barrier::new(KEYS + 1);
+    let release = Barrier::new(KEYS + 1);
+    let sources: Vec<Source> = thread::scope(|s| {
+        let leaders: Vec<_> = (0..KEYS)
+            .map(|k| {
+                let (a, leading, release) = (&a, &leading, &release);
+                s.spawn(move || {
+                    a.work_with_outcome(&format!("k{k}"), || {
+                        leading.wait();
+                        release.wait();
+                        k as u32
+                    })
+                })
+            })
+            .collect();
+        leading.wait();
+        let followers: Vec<_> = (0..KEYS)
+            .map(|k| {
+                let b = &b;
+                s.spawn(move || b.work_with_outcome(&format!("k{k}"), || 99))
+            })
+            .collect();
+        wait_until("every follower waits", LONG, || {
+            b.stats().remote_waiting == KEYS
+        });
+        // Two readers, one blocked read each, however many flights (a
+        // reader re-issuing its read after a wake-up is briefly unblocked).
+        wait_until("both readers block", LONG, || server.blocked_clients() == 2);
+        release.wait();
+        for (k, h) in leaders.into_iter().enumerate() {
+            assert_eq!(h.join().unwrap().value, k as u32);
+        }
+        followers
+            .into_iter()
+            .enumerate()
+            .map(|(k, h)| {
+                let outcome = h.join().unwrap();
+                assert_eq!(outcome.value, k as u32);
+                outcome.source
+            })
+            .collect()
+    });
+    assert!(
+        sources.iter().all(|s| *s == Source::Follower),
+        "{sources:?}"
+    );
+    let stats = b.stats();
+    println!("16 followed flights: {stats:?}");
+    assert!(stats.connections_peak <= 3, "{stats:?}");
+}

@@ -25,8 +25,9 @@ const PROCESSES: usize = 4;
 const THREADS: usize = 16;
 const BURSTS: usize = 5;
 
-/// In a worker: runs `THREADS` threads on one key at once and reports how
-/// many runs of `f` happened here and which values and sources were seen.
+/// In a worker: runs `THREADS` threads on one key at once, reports every
+/// call and run for the history check (`ev …` lines), then how many runs
+/// of `f` happened here and which values and sources were seen.
 fn burst(
     group: &RedisGroup<String, String>,
     key: &str,
@@ -36,22 +37,36 @@ fn burst(
 ) -> String {
     let runs = AtomicU64::new(0);
     let start = Barrier::new(threads);
+    let log = history::Log::default();
+    // The burst number in the tag ("b3" → 3) names the burst in the history.
+    let burst_id = tag.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let burst_id: u64 = burst_id.parse().unwrap_or(0);
     let seen: Vec<(String, Source)> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
+            .map(|i| {
+                let (start, runs, log) = (&start, &runs, &log);
+                s.spawn(move || {
                     start.wait();
-                    let outcome = group.work_with_outcome(key, || {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        thread::sleep(f_time);
-                        format!("{tag}-by-pid-{}", std::process::id())
+                    let mut seen = None;
+                    log.call(i as u64, || {
+                        let outcome = group.work_with_outcome(key, || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            let id = log.run(burst_id, || thread::sleep(f_time));
+                            format!("{tag}-by-pid-{}-{id}", std::process::id())
+                        });
+                        let id = outcome.value.rsplit('-').next().unwrap().parse().unwrap();
+                        seen = Some((outcome.value, outcome.source));
+                        id
                     });
-                    (outcome.value, outcome.source)
+                    seen.unwrap()
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    for event in log.drain() {
+        report(&format!("ev {}", event.line()));
+    }
     let values: BTreeSet<_> = seen.iter().map(|(v, _)| v.clone()).collect();
     let sources: BTreeSet<_> = seen.iter().map(|(_, s)| format!("{s:?}")).collect();
     let values: Vec<_> = values.into_iter().collect();
@@ -63,6 +78,18 @@ fn burst(
         values.join("|"),
         sources.join("|")
     )
+}
+
+/// The worker's next report that is not a history event; the events
+/// before it go to `events`.
+fn next_report(w: &Worker, timeout: Duration, events: &mut Vec<history::Event>) -> String {
+    loop {
+        let line = w.recv(timeout);
+        match line.strip_prefix("ev ") {
+            Some(event) => events.push(history::Event::parse(event).unwrap()),
+            None => return line,
+        }
+    }
 }
 
 fn field<'a>(report: &'a str, name: &str) -> &'a str {
@@ -181,11 +208,19 @@ fn one_hot_key_runs_once_per_burst_across_processes() {
         for w in &mut workers {
             w.send(&format!("burst b{b} hot {THREADS} 200"));
         }
+        let mut events = Vec::new();
         let reports: Vec<String> = workers
             .iter()
-            .map(|w| w.recv(Duration::from_secs(10)))
+            .map(|w| next_report(w, Duration::from_secs(10), &mut events))
             .collect();
         let elapsed = started.elapsed();
+        let history = history::check(&events).unwrap();
+        assert_eq!(history.calls, PROCESSES * THREADS);
+        assert_eq!(
+            history.runs_per_burst.get(&(b as u64)),
+            Some(&1),
+            "{history:?}"
+        );
         let commands = delta(&before, &server.command_counts());
         let runs: u64 = reports
             .iter()
@@ -243,8 +278,9 @@ fn sigkilled_leader_is_taken_over_exactly_once() {
     let killed = Instant::now();
     let mut runs = 0;
     let mut sources = Vec::new();
+    let mut events = Vec::new();
     for w in &followers {
-        let r = w.recv(Duration::from_secs(5));
+        let r = next_report(w, Duration::from_secs(5), &mut events);
         let latency = killed.elapsed();
         println!("after kill {latency:?}: {r}");
         // lease (1 s) + f (200 ms) + slack
@@ -255,6 +291,8 @@ fn sigkilled_leader_is_taken_over_exactly_once() {
     }
     println!("followers waited {:?} in all", started.elapsed());
     assert_eq!(runs, 1, "exactly one takeover run: {sources:?}");
+    let history = history::check(&events).unwrap();
+    assert_eq!((history.calls, history.runs), (24, 1), "{history:?}");
     sources.sort();
     assert_eq!(sources, ["Follower", "Follower", "Takeover"]);
 }
@@ -274,7 +312,7 @@ fn stalled_leader_past_its_lease_causes_one_duplicate_run() {
     leader.signal("-STOP");
     let stopped = Instant::now();
     follower.send("burst t stall 4 100");
-    let served = follower.recv(Duration::from_secs(5));
+    let served = next_report(&follower, Duration::from_secs(5), &mut Vec::new());
     println!(
         "follower side {:?} after SIGSTOP: {served}",
         stopped.elapsed()
@@ -308,18 +346,11 @@ fn sixty_four_hot_keys_in_four_processes_stay_within_the_connection_bound() {
             w.send(&format!("keys {b} {KEYS} 100"));
         }
         for w in &workers {
-            loop {
-                let line = w.recv(Duration::from_secs(20));
-                if let Some(event) = line.strip_prefix("ev ") {
-                    events.push(history::Event::parse(event).unwrap());
-                    continue;
-                }
-                println!("burst {b}: {line}");
-                let peak: usize = field(&line, "peak").parse().unwrap();
-                assert!(peak <= 8, "over the default bound of 8: {line}");
-                assert_eq!(field(&line, "fallbacks"), "0", "{line}");
-                break;
-            }
+            let line = next_report(w, Duration::from_secs(20), &mut events);
+            println!("burst {b}: {line}");
+            let peak: usize = field(&line, "peak").parse().unwrap();
+            assert!(peak <= 8, "over the default bound of 8: {line}");
+            assert_eq!(field(&line, "fallbacks"), "0", "{line}");
         }
         walls.push(started.elapsed());
     }
