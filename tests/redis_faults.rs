@@ -242,5 +242,8 @@ fn a_reset_during_the_publish_still_makes_one_run_and_serves_everyone() {
         "{summary:?}"
     );
     assert_eq!(a.stats().publish_failures, 0);
-    assert!(a.stats().redials >= 2, "{:?}", a.stats());
+    // The request-side reset always hits the publish; the reply-side one
+    // can hit the follower's read reply first, and the publish reply may
+    // then still get out before the connections close.
+    assert!(a.stats().redials >= 1, "{:?}", a.stats());
 }

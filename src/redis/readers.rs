@@ -52,8 +52,10 @@ pub(super) struct Readers {
 struct Reader {
     wake_key: String,
     state: Mutex<State>,
-    /// Wakes an idle reader thread, and followers when results arrive.
-    changed: Condvar,
+    /// Wakes an idle reader thread: a stream to follow.
+    work: Condvar,
+    /// Wakes parked followers: results arrived.
+    delivered: Condvar,
 }
 
 #[derive(Default)]
@@ -81,7 +83,8 @@ impl Readers {
                 Arc::new(Reader {
                     wake_key: format!("{prefix}reader:{}", new_token()),
                     state: Mutex::new(State::default()),
-                    changed: Condvar::new(),
+                    work: Condvar::new(),
+                    delivered: Condvar::new(),
                 })
             })
             .collect();
@@ -132,7 +135,7 @@ impl Readers {
         }
         state.waiting += 1;
         drop(state);
-        reader.changed.notify_all();
+        reader.work.notify_one();
         if wake {
             let ttl = millis(WAKE_TTL);
             let woken = backend.exchange(By::Caller, |c| scripts::wake(c, &reader.wake_key, ttl));
@@ -159,7 +162,7 @@ impl Readers {
                 break Ok(None);
             }
             state = reader
-                .changed
+                .delivered
                 .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -255,7 +258,7 @@ impl Reader {
                 }
             }
             drop(state);
-            self.changed.notify_all();
+            self.delivered.notify_all();
         }
     }
 
@@ -277,7 +280,7 @@ impl Reader {
                 return None;
             }
             state = self
-                .changed
+                .work
                 .wait_timeout(state, IDLE - idle)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
