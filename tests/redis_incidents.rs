@@ -239,7 +239,9 @@ fn a_plain_string_without_ttl_at_a_lease_key_is_malformed_at_once() {
             (open.value, open.source),
             (2, Source::Fallback(FallbackReason::Malformed))
         );
-        assert!(took < Duration::from_millis(100), "{took:?}");
+        // At once: well under the 1 s lease a follower would wait out (and
+        // the 20 s max_wait), with room for a loaded CI machine.
+        assert!(took < Duration::from_millis(500), "{took:?}");
     }
     assert_eq!(group.stats().breaker_opens, 0);
 }
@@ -278,7 +280,9 @@ fn a_foreign_lease_with_an_abandon_entry_costs_a_handful_of_commands() {
     );
     assert_eq!(outcome.source, Source::Fallback(FallbackReason::Malformed));
     assert!(sent <= 3, "{commands:?}");
-    assert!(took < Duration::from_millis(100), "{took:?}");
+    // The command count is the bound that matters; the time only shows no
+    // wait on the 60 s lease, with room for a loaded CI machine.
+    assert!(took < Duration::from_millis(500), "{took:?}");
 }
 
 #[test]
