@@ -61,6 +61,9 @@ fn example(name: &str) -> PathBuf {
         for example in EXAMPLES {
             cargo.args(["--example", example]);
         }
+        if cfg!(feature = "redis") {
+            cargo.args(["--example", "redis_bench"]);
+        }
         let status = cargo.status().expect("cargo runs");
         assert!(status.success(), "cargo build of the examples failed");
     });
@@ -291,4 +294,20 @@ fn thundering_herd_removes_its_scratch_files_on_ctrl_c() {
 #[test]
 fn thundering_herd_removes_its_scratch_files_on_sigterm() {
     interrupted_demo_cleans_up(libc::SIGTERM);
+}
+
+/// `redis_bench` (feature `redis`): clap refuses bad options before any
+/// server or worker starts.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_bench_refuses_bad_options_without_starting_anything() {
+    for (args, message) in [
+        (&["--keys", "0"][..], "--keys"),
+        (&["--scenario", "everything"][..], "--scenario"),
+        (&["--maxclients", "0"][..], "--maxclients"),
+        (&["--processes", "65"][..], "--processes"),
+        (&["--keys-f-ms", "x"][..], "--keys-f-ms"),
+    ] {
+        refuses("redis_bench", args, 2, message);
+    }
 }

@@ -13,89 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use groups::{config, replica, replicas, with_lease};
+use groups::{
+    LONG, config, herd, lead_and_follow, max_latency, replica, replicas, sources, with_lease,
+};
 use redis_support::{RedisServer, client_commands, delta, wait_until};
-use sync_singleflight::redis::{FallbackReason, RedisGroup, RemoteOutcome, Source};
+use sync_singleflight::redis::{FallbackReason, Source};
 use sync_singleflight::{LeaderPanicked, Role};
-
-const LONG: Duration = Duration::from_secs(10);
-
-/// Each caller's outcome and latency.
-type Served<V> = Vec<(RemoteOutcome<V>, Duration)>;
-
-/// `n` threads call `group.work_with_outcome(key, f)` at once; returns each
-/// caller's outcome and latency.
-fn herd<V, F>(group: &RedisGroup<String, V>, key: &str, n: usize, f: F) -> Served<V>
-where
-    V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send,
-    F: Fn() -> V + Sync,
-{
-    let start = Barrier::new(n);
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    let t = Instant::now();
-                    let outcome = group.work_with_outcome(key, &f);
-                    (outcome, t.elapsed())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
-
-fn sources<V>(outcomes: &[(RemoteOutcome<V>, Duration)]) -> Vec<Source> {
-    let mut s: Vec<Source> = outcomes.iter().map(|(o, _)| o.source).collect();
-    s.dedup();
-    s
-}
-
-fn max_latency<V>(outcomes: &[(RemoteOutcome<V>, Duration)]) -> Duration {
-    outcomes.iter().map(|(_, t)| *t).max().unwrap()
-}
-
-/// Leader on `a`, remote follower on `b`: `a`'s `f` returns only once
-/// `b`'s local leader is blocked on Redis and `a`'s local followers joined.
-fn lead_and_follow<V, FA, FB>(
-    server: &RedisServer,
-    a: &RedisGroup<String, V>,
-    b: &RedisGroup<String, V>,
-    key: &str,
-    threads: usize,
-    fa: FA,
-    fb: FB,
-) -> (Served<V>, Served<V>)
-where
-    V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send,
-    FA: Fn() -> V + Sync,
-    FB: Fn() -> V + Sync,
-{
-    let blocked_before = server.blocked_clients();
-    let a_joined = a.stats().local.followers_joined + threads as u64 - 1;
-    let b_joined = b.stats().local.followers_joined + threads as u64 - 1;
-    let b_started = Barrier::new(2);
-    thread::scope(|s| {
-        let from_a = s.spawn(|| {
-            herd(a, key, threads, || {
-                b_started.wait();
-                wait_until("the remote follower blocks", LONG, || {
-                    server.blocked_clients() > blocked_before
-                });
-                wait_until("local followers join on both sides", LONG, || {
-                    a.stats().local.followers_joined >= a_joined
-                        && b.stats().local.followers_joined >= b_joined
-                });
-                fa()
-            })
-        });
-        // b starts only once a holds the lease.
-        b_started.wait();
-        let from_b = herd(b, key, threads, &fb);
-        (from_a.join().unwrap(), from_b)
-    })
-}
 
 #[test]
 fn local_first_costs_two_commands_per_process_per_flight() {
@@ -556,4 +479,63 @@ fn strict_calls_report_an_unreachable_server() {
         Source::Fallback(FallbackReason::Unavailable)
     );
     assert!(t.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn many_followed_flights_share_the_readers_within_max_connections() {
+    let server = RedisServer::start();
+    let mut cfg = config("readers");
+    cfg.readers = 2;
+    cfg.max_connections = 3;
+    let (a, b) = replicas::<u32>(&server.url(), cfg);
+    const KEYS: usize = 16;
+    let leading = Barrier::new(KEYS + 1);
+    let release = Barrier::new(KEYS + 1);
+    let sources: Vec<Source> = thread::scope(|s| {
+        let leaders: Vec<_> = (0..KEYS)
+            .map(|k| {
+                let (a, leading, release) = (&a, &leading, &release);
+                s.spawn(move || {
+                    a.work_with_outcome(&format!("k{k}"), || {
+                        leading.wait();
+                        release.wait();
+                        k as u32
+                    })
+                })
+            })
+            .collect();
+        leading.wait();
+        let followers: Vec<_> = (0..KEYS)
+            .map(|k| {
+                let b = &b;
+                s.spawn(move || b.work_with_outcome(&format!("k{k}"), || 99))
+            })
+            .collect();
+        wait_until("every follower waits", LONG, || {
+            b.stats().remote_waiting == KEYS
+        });
+        // Two readers, one blocked read each, however many flights (a
+        // reader re-issuing its read after a wake-up is briefly unblocked).
+        wait_until("both readers block", LONG, || server.blocked_clients() == 2);
+        release.wait();
+        for (k, h) in leaders.into_iter().enumerate() {
+            assert_eq!(h.join().unwrap().value, k as u32);
+        }
+        followers
+            .into_iter()
+            .enumerate()
+            .map(|(k, h)| {
+                let outcome = h.join().unwrap();
+                assert_eq!(outcome.value, k as u32);
+                outcome.source
+            })
+            .collect()
+    });
+    assert!(
+        sources.iter().all(|s| *s == Source::Follower),
+        "{sources:?}"
+    );
+    let stats = b.stats();
+    println!("16 followed flights: {stats:?}");
+    assert!(stats.connections_peak <= 3, "{stats:?}");
 }

@@ -5,6 +5,8 @@
 
 #[path = "redis_support/groups.rs"]
 mod groups;
+#[path = "redis_support/history.rs"]
+mod history;
 mod redis_support;
 
 use std::collections::BTreeSet;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use groups::{config, replica};
 use redis_support::{
-    RedisServer, Worker, client_commands, command, delta, report, role, wait_until,
+    RedisServer, Worker, client_commands, command, delta, median, report, role, wait_until,
 };
 use sync_singleflight::redis::{RedisGroup, Source};
 
@@ -23,8 +25,9 @@ const PROCESSES: usize = 4;
 const THREADS: usize = 16;
 const BURSTS: usize = 5;
 
-/// In a worker: runs `THREADS` threads on one key at once and reports how
-/// many runs of `f` happened here and which values and sources were seen.
+/// In a worker: runs `THREADS` threads on one key at once, reports every
+/// call and run for the history check (`ev …` lines), then how many runs
+/// of `f` happened here and which values and sources were seen.
 fn burst(
     group: &RedisGroup<String, String>,
     key: &str,
@@ -34,22 +37,36 @@ fn burst(
 ) -> String {
     let runs = AtomicU64::new(0);
     let start = Barrier::new(threads);
+    let log = history::Log::default();
+    // The burst number in the tag ("b3" → 3) names the burst in the history.
+    let burst_id = tag.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let burst_id: u64 = burst_id.parse().unwrap_or(0);
     let seen: Vec<(String, Source)> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
+            .map(|i| {
+                let (start, runs, log) = (&start, &runs, &log);
+                s.spawn(move || {
                     start.wait();
-                    let outcome = group.work_with_outcome(key, || {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        thread::sleep(f_time);
-                        format!("{tag}-by-pid-{}", std::process::id())
+                    let mut seen = None;
+                    log.call(i as u64, || {
+                        let outcome = group.work_with_outcome(key, || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            let id = log.run(burst_id, || thread::sleep(f_time));
+                            format!("{tag}-by-pid-{}-{id}", std::process::id())
+                        });
+                        let id = outcome.value.rsplit('-').next().unwrap().parse().unwrap();
+                        seen = Some((outcome.value, outcome.source));
+                        id
                     });
-                    (outcome.value, outcome.source)
+                    seen.unwrap()
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    for event in log.drain() {
+        report(&format!("ev {}", event.line()));
+    }
     let values: BTreeSet<_> = seen.iter().map(|(v, _)| v.clone()).collect();
     let sources: BTreeSet<_> = seen.iter().map(|(_, s)| format!("{s:?}")).collect();
     let values: Vec<_> = values.into_iter().collect();
@@ -61,6 +78,18 @@ fn burst(
         values.join("|"),
         sources.join("|")
     )
+}
+
+/// The worker's next report that is not a history event; the events
+/// before it go to `events`.
+fn next_report(w: &Worker, timeout: Duration, events: &mut Vec<history::Event>) -> String {
+    loop {
+        let line = w.recv(timeout);
+        match line.strip_prefix("ev ") {
+            Some(event) => events.push(history::Event::parse(event).unwrap()),
+            None => return line,
+        }
+    }
 }
 
 fn field<'a>(report: &'a str, name: &str) -> &'a str {
@@ -98,6 +127,15 @@ fn worker() {
                     outcome.source
                 ));
             }
+            ["keys", burst, keys, ms] => {
+                let f_time = Duration::from_millis(ms.parse().unwrap());
+                many_keys(
+                    &group,
+                    burst.parse().unwrap(),
+                    keys.parse().unwrap(),
+                    f_time,
+                );
+            }
             ["lead", key] => {
                 group.work(*key, || {
                     report("leading");
@@ -108,6 +146,38 @@ fn worker() {
             _ => break,
         }
     }
+}
+
+/// In a worker: one thread per key, all at once, every call and run
+/// logged; reports each event, then the group's connection figures.
+fn many_keys(group: &RedisGroup<String, String>, burst: u64, keys: u64, f_time: Duration) {
+    let log = history::Log::default();
+    let start = Barrier::new(keys as usize);
+    thread::scope(|s| {
+        for k in 0..keys {
+            let (log, start) = (&log, &start);
+            s.spawn(move || {
+                start.wait();
+                // One run per key per burst: the burst id names both.
+                let id = burst * 1000 + k;
+                log.call(k, || {
+                    let value = group.work(&format!("hot{k}"), || {
+                        log.run(id, || thread::sleep(f_time)).to_string()
+                    });
+                    value.parse().unwrap()
+                });
+            });
+        }
+    });
+    for event in log.drain() {
+        report(&format!("ev {}", event.line()));
+    }
+    let stats = group.stats();
+    let fallbacks: u64 = stats.fallbacks.iter().sum();
+    report(&format!(
+        "done peak={} open={} fallbacks={fallbacks} dialled={}",
+        stats.connections_peak, stats.connections_open, stats.dialled
+    ));
 }
 
 fn spawn_workers(test: &str, server: &RedisServer, n: usize) -> Vec<Worker> {
@@ -138,11 +208,19 @@ fn one_hot_key_runs_once_per_burst_across_processes() {
         for w in &mut workers {
             w.send(&format!("burst b{b} hot {THREADS} 200"));
         }
+        let mut events = Vec::new();
         let reports: Vec<String> = workers
             .iter()
-            .map(|w| w.recv(Duration::from_secs(10)))
+            .map(|w| next_report(w, Duration::from_secs(10), &mut events))
             .collect();
         let elapsed = started.elapsed();
+        let history = history::check(&events).unwrap();
+        assert_eq!(history.calls, PROCESSES * THREADS);
+        assert_eq!(
+            history.runs_per_burst.get(&(b as u64)),
+            Some(&1),
+            "{history:?}"
+        );
         let commands = delta(&before, &server.command_counts());
         let runs: u64 = reports
             .iter()
@@ -200,8 +278,9 @@ fn sigkilled_leader_is_taken_over_exactly_once() {
     let killed = Instant::now();
     let mut runs = 0;
     let mut sources = Vec::new();
+    let mut events = Vec::new();
     for w in &followers {
-        let r = w.recv(Duration::from_secs(5));
+        let r = next_report(w, Duration::from_secs(5), &mut events);
         let latency = killed.elapsed();
         println!("after kill {latency:?}: {r}");
         // lease (1 s) + f (200 ms) + slack
@@ -212,6 +291,8 @@ fn sigkilled_leader_is_taken_over_exactly_once() {
     }
     println!("followers waited {:?} in all", started.elapsed());
     assert_eq!(runs, 1, "exactly one takeover run: {sources:?}");
+    let history = history::check(&events).unwrap();
+    assert_eq!((history.calls, history.runs), (24, 1), "{history:?}");
     sources.sort();
     assert_eq!(sources, ["Follower", "Follower", "Takeover"]);
 }
@@ -231,7 +312,7 @@ fn stalled_leader_past_its_lease_causes_one_duplicate_run() {
     leader.signal("-STOP");
     let stopped = Instant::now();
     follower.send("burst t stall 4 100");
-    let served = follower.recv(Duration::from_secs(5));
+    let served = next_report(&follower, Duration::from_secs(5), &mut Vec::new());
     println!(
         "follower side {:?} after SIGSTOP: {served}",
         stopped.elapsed()
@@ -245,4 +326,45 @@ fn stalled_leader_past_its_lease_causes_one_duplicate_run() {
     assert_eq!(field(&served, "sources"), "Takeover");
     assert!(field(&served, "values").starts_with("t-by-pid-"));
     assert_eq!(resumed, "done source=Leader lost_leases=1");
+}
+
+#[test]
+fn sixty_four_hot_keys_in_four_processes_stay_within_the_connection_bound() {
+    const TEST: &str = "sixty_four_hot_keys_in_four_processes_stay_within_the_connection_bound";
+    const KEYS: u64 = 64;
+    if role().is_some() {
+        return worker();
+    }
+    // 4 processes x 8 connections = 32, under the server's 40.
+    let server = RedisServer::start_with(&["--maxclients", "40"]);
+    let mut workers = spawn_workers(TEST, &server, PROCESSES);
+    let mut events = Vec::new();
+    let mut walls = Vec::new();
+    for b in 0..3u64 {
+        let started = Instant::now();
+        for w in &mut workers {
+            w.send(&format!("keys {b} {KEYS} 100"));
+        }
+        for w in &workers {
+            let line = next_report(w, Duration::from_secs(20), &mut events);
+            println!("burst {b}: {line}");
+            let peak: usize = field(&line, "peak").parse().unwrap();
+            assert!(peak <= 8, "over the default bound of 8: {line}");
+            assert_eq!(field(&line, "fallbacks"), "0", "{line}");
+        }
+        walls.push(started.elapsed());
+    }
+    let summary = history::check(&events).unwrap();
+    let runs_per_key = summary.runs as f64 / (3 * KEYS) as f64;
+    println!(
+        "{} calls, {runs_per_key:.2} runs per key per burst, burst wall median {:?}",
+        summary.calls,
+        median(&mut walls)
+    );
+    assert_eq!(summary.calls, 3 * KEYS as usize * PROCESSES);
+    assert_eq!(summary.runs_per_burst.len(), 3 * KEYS as usize);
+    assert!(
+        summary.runs_per_burst.values().all(|&runs| runs == 1),
+        "{summary:?}"
+    );
 }

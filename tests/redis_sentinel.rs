@@ -46,11 +46,8 @@ fn shared_once(
 #[test]
 fn dedup_follows_the_primary_through_a_sentinel_failover() {
     let primary = RedisServer::start();
-    let replica = RedisServer::start_with_args(&[
-        "--replicaof".to_string(),
-        "127.0.0.1".to_string(),
-        primary.port().to_string(),
-    ]);
+    let primary_port = primary.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary_port]);
     let sentinels: Vec<SentinelServer> = (0..3)
         .map(|_| SentinelServer::start(primary.port(), 300))
         .collect();

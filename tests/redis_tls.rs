@@ -72,7 +72,7 @@ impl TlsServer {
         ]
         .map(String::from);
         TlsServer {
-            server: RedisServer::start_with_args(&args),
+            server: RedisServer::start_with(&args.each_ref().map(String::as_str)),
             tls_port,
             _dir: dir,
         }

@@ -39,6 +39,7 @@ pub(super) struct Backend {
 #[derive(Debug, Clone)]
 pub(super) struct Orphan {
     pub(super) lease_key: String,
+    done_key: String,
     pub(super) token: String,
     pub(super) since: Instant,
     /// Releases the server answered "not there" to.
@@ -131,7 +132,11 @@ impl Backend {
                 // A wrong password, a TLS or ACL refusal or foreign data is
                 // an answer, not an outage: skipping Redis would not help.
                 let outage = Error::from_redis(e).is_outage();
-                if by == By::Caller && evidence && outage && self.breaker.failure() {
+                if by == By::Caller
+                    && evidence
+                    && outage
+                    && self.breaker.failure(e.is_connection_refusal())
+                {
                     Counters::bump(&self.counters.breaker_opens);
                     // The idle connections very likely died with the server.
                     self.pool.clear();
@@ -143,12 +148,13 @@ impl Backend {
     /// The acquire exchange. When it times out, the server may still run
     /// it later (a hung server resuming): the token is remembered as a
     /// possible orphan, to be released by the renewal thread.
-    pub(super) fn acquire(&self, claim: &Claim<'_>) -> Result<Acquire, CallError> {
+    pub(super) fn acquire(&self, claim: &Claim<'_>, own_done: &str) -> Result<Acquire, CallError> {
         let result = self.exchange(By::Caller, |c| self.scripts.acquire(c, claim));
         if let Err(CallError::Redis(e)) = &result {
             if e.is_timeout() {
                 self.lock_orphans().push(Orphan {
                     lease_key: claim.lease_key.to_owned(),
+                    done_key: own_done.to_owned(),
                     token: claim.token.to_owned(),
                     since: Instant::now(),
                     answered: 0,
@@ -170,14 +176,17 @@ impl Backend {
         self.lock_orphans().iter().any(|o| o.token == token)
     }
 
-    /// Compare-and-deletes a possibly orphaned lease of ours. It is
+    /// Compare-and-deletes a possibly orphaned lease of ours, ending its
+    /// flight with "abandon" for anyone following it. It is
     /// forgotten once the delete hit, or after two answers of "not there"
     /// (a server that answers twice has run every command queued before
     /// them: the late acquire either set the lease or never will), or once
     /// a whole lease has passed (it would have expired by itself).
     pub(super) fn release_orphan(&self, orphan: &Orphan, by: By) {
+        let ttl = millis(self.config.result_ttl);
         let released = self.exchange(by, |c| {
-            self.scripts.release(c, &orphan.lease_key, &orphan.token)
+            let (lease, done) = (&orphan.lease_key, &orphan.done_key);
+            self.scripts.release(c, lease, done, &orphan.token, ttl)
         });
         let mut orphans = self.lock_orphans();
         let Some(at) = orphans.iter().position(|o| o.token == orphan.token) else {
@@ -206,6 +215,13 @@ impl Backend {
             CallError::Busy(n) => Error::new(
                 ErrorKind::LocalLimit,
                 format!("all {n} connections of this group stayed busy for the I/O timeout"),
+            ),
+            CallError::Redis(e) if e.is_timeout() => Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no reply within the I/O timeout ({:?}): {e}",
+                    self.config.io_timeout
+                ),
             ),
             CallError::Redis(e) => Error::from_redis(&e),
         }

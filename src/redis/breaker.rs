@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 /// one: a server that stays down is probed less and less often.
 const MAX_ESCALATION: u32 = 8;
 
+/// The first cooldown after refused connections (nothing listening: most
+/// often a restart in progress). Probing a refusing server costs well
+/// under a millisecond, so there is no reason to give up dedup for the
+/// whole cooldown; while refusals go on it doubles up to the configured
+/// cooldown.
+pub(super) const QUICK_COOLDOWN: Duration = Duration::from_millis(100);
+
 /// Consecutive-failure breaker.
 ///
 /// - **Closed**: every call tries Redis; `threshold` failures in a row
@@ -19,6 +26,10 @@ const MAX_ESCALATION: u32 = 8;
 ///   most [`MAX_ESCALATION`] × `cooldown`). A probe that reports nothing
 ///   within `probe_timeout` (its call was lost on some unusual path) lets
 ///   the next caller probe.
+///
+/// A *quick* failure (a refused connection) opens it for
+/// [`QUICK_COOLDOWN`] only, doubling up to `cooldown` while quick failures
+/// go on.
 pub(super) struct Breaker {
     threshold: u32,
     cooldown: Duration,
@@ -85,18 +96,23 @@ impl Breaker {
         }
     }
 
-    /// Records a failure; returns true when it opened (or reopened) the
-    /// breaker.
-    pub(super) fn failure(&self) -> bool {
+    /// Records a failure (`quick`: a refused connection); returns true when
+    /// it opened (or reopened) the breaker.
+    pub(super) fn failure(&self, quick: bool) -> bool {
         let mut state = self.state();
         let now = Instant::now();
         match *state {
             State::Closed { failures } => {
                 let failures = failures.saturating_add(1);
+                let cooldown = if quick {
+                    self.cooldown.min(QUICK_COOLDOWN)
+                } else {
+                    self.cooldown
+                };
                 *state = if failures >= self.threshold {
                     State::Open {
-                        until: now + self.cooldown,
-                        cooldown: self.cooldown,
+                        until: now + cooldown,
+                        cooldown,
                     }
                 } else {
                     State::Closed { failures }
@@ -104,7 +120,11 @@ impl Breaker {
                 failures >= self.threshold
             }
             State::HalfOpen { cooldown, .. } => {
-                let cooldown = (cooldown * 2).min(self.cooldown * MAX_ESCALATION);
+                let cooldown = if quick {
+                    (cooldown * 2).min(self.cooldown)
+                } else {
+                    (cooldown * 2).clamp(self.cooldown, self.cooldown * MAX_ESCALATION)
+                };
                 *state = State::Open {
                     until: now + cooldown,
                     cooldown,
@@ -121,6 +141,15 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    /// The cooldown the breaker is open (or half-open) for: read from the
+    /// state, so no assertion depends on how fast this machine is.
+    fn cooldown(breaker: &Breaker) -> Option<Duration> {
+        match *breaker.state() {
+            State::Closed { .. } => None,
+            State::Open { cooldown, .. } | State::HalfOpen { cooldown, .. } => Some(cooldown),
+        }
+    }
+
     fn wait_allowed(breaker: &Breaker) -> Duration {
         let start = Instant::now();
         while !breaker.allows() {
@@ -134,11 +163,11 @@ mod tests {
     fn opens_after_threshold_then_lets_one_probe_through() {
         let breaker = Breaker::new(2, Duration::from_millis(40), Duration::from_secs(5));
         assert!(breaker.allows());
-        assert!(!breaker.failure());
+        assert!(!breaker.failure(false));
         assert!(breaker.allows());
-        assert!(breaker.failure());
+        assert!(breaker.failure(false));
         assert!(!breaker.allows());
-        assert!(!breaker.failure(), "already open: not a new opening");
+        assert!(!breaker.failure(false), "already open: not a new opening");
         wait_allowed(&breaker);
         // Half-open: the others keep falling back until the probe answers.
         for _ in 0..10 {
@@ -146,30 +175,50 @@ mod tests {
         }
         breaker.success();
         assert!(breaker.allows() && breaker.allows());
-        assert!(!breaker.failure(), "the count restarted at zero");
+        assert!(!breaker.failure(false), "the count restarted at zero");
     }
 
     #[test]
     fn a_failed_probe_reopens_with_a_longer_cooldown() {
         let breaker = Breaker::new(1, Duration::from_millis(30), Duration::from_secs(5));
-        assert!(breaker.failure());
+        assert!(breaker.failure(false));
         wait_allowed(&breaker);
-        assert!(breaker.failure(), "the probe failed: reopened");
+        assert!(breaker.failure(false), "the probe failed: reopened");
+        assert_eq!(cooldown(&breaker), Some(Duration::from_millis(60)));
         let second = wait_allowed(&breaker);
         assert!(second >= Duration::from_millis(55), "{second:?}");
         breaker.success();
-        assert!(breaker.failure());
-        let reset = wait_allowed(&breaker);
-        assert!(reset < Duration::from_millis(55), "{reset:?}");
+        assert_eq!(cooldown(&breaker), None);
+        assert!(breaker.failure(false));
+        assert_eq!(
+            cooldown(&breaker),
+            Some(Duration::from_millis(30)),
+            "a success resets the escalation"
+        );
     }
 
     #[test]
     fn a_silent_probe_is_replaced_after_its_timeout() {
         let breaker = Breaker::new(1, Duration::from_millis(10), Duration::from_millis(30));
-        assert!(breaker.failure());
+        assert!(breaker.failure(false));
         wait_allowed(&breaker);
         assert!(!breaker.allows());
         let replaced = wait_allowed(&breaker);
         assert!(replaced >= Duration::from_millis(25), "{replaced:?}");
+    }
+
+    #[test]
+    fn refusals_open_it_briefly_then_longer() {
+        let breaker = Breaker::new(1, Duration::from_secs(1), Duration::from_secs(5));
+        assert!(breaker.failure(true));
+        assert_eq!(cooldown(&breaker), Some(QUICK_COOLDOWN));
+        wait_allowed(&breaker);
+        assert!(breaker.failure(true), "the probe was refused too");
+        assert_eq!(cooldown(&breaker), Some(QUICK_COOLDOWN * 2));
+        let second = wait_allowed(&breaker);
+        assert!(
+            second >= QUICK_COOLDOWN * 2 - Duration::from_millis(5),
+            "{second:?}"
+        );
     }
 }

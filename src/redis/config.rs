@@ -61,7 +61,10 @@ pub struct RedisConfig {
     /// before one caller probes Redis (half-open: the others keep falling
     /// back until the probe answers). A failed probe reopens the breaker
     /// for twice the previous cooldown, up to 8 × this value; any success
-    /// closes it and resets the cooldown to this value. Default: 2 s.
+    /// closes it and resets the cooldown to this value. When the failures
+    /// are refused connections (nothing listening: a restart in progress,
+    /// cheap to probe) it opens for 100 ms at first, doubling up to this
+    /// value while refusals go on. Default: 2 s.
     pub breaker_cooldown: Duration,
     /// The largest encoded value that is shared through Redis; larger
     /// values are returned to the leader's own callers and their remote

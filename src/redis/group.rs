@@ -377,7 +377,7 @@ where
                 fence_ttl_ms,
             };
             let sent = Instant::now();
-            let entry = match b.acquire(&claim) {
+            let entry = match b.acquire(&claim, &keys.done(&token)) {
                 Err(e) => {
                     s.renewer.watch_orphans(&s.backend);
                     return Err((b.error(e), f));

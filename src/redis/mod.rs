@@ -26,9 +26,12 @@
 //!    counts as a lost lease; the leader still publishes). Then one script
 //!    `XADD`s the result to the flight's own stream `…:done:<token>`, sets
 //!    its TTL and deletes the lease if it is still ours.
-//! 3. **Follow**: `XREAD BLOCK` on the holder's stream for the lease's PTTL
-//!    plus a slack. The entry persists, so a late reader returns at once
-//!    and no wake-up can be lost.
+//! 3. **Follow**: wait for the first entry of the holder's stream for the
+//!    lease's PTTL plus a slack. The wait is shared: a reader thread (one
+//!    connection) runs one `XREAD BLOCK` over every followed stream plus a
+//!    private wake-up stream, so following 64 flights costs one
+//!    connection, not 64. The entry persists, so a late reader returns at
+//!    once and no wake-up can be lost.
 //! 4. **Take over**: when that read times out, acquire again in one atomic
 //!    step that first checks whether the followed flight has published.
 //!    Only one process wins the free lease; the others follow it.
@@ -37,7 +40,10 @@
 //!    [`LeaderPanicked`](crate::LeaderPanicked).
 //!
 //! Normal cost per process per flight: two commands for a leader (plus a
-//! renewal every `lease / 3`), two for a follower.
+//! renewal every `lease / 3`), two for a follower. Every step is safe to
+//! repeat and is retried once on a fresh connection when its pooled one
+//! turns out dead (the Retries table of `docs/redis.md` says why). At most
+//! [`RedisConfig::max_connections`] connections per group.
 //!
 //! # Failures
 //!
@@ -45,13 +51,15 @@
 //! |---|---|---|
 //! | Redis down, refusing or timing out | local run, [`FallbackReason::Unavailable`]; failures open the breaker | `Err`, same reason |
 //! | a wrong password or ACL user, a missing ACL permission, a TLS failure | local run, [`FallbackReason::Misconfigured`]; the breaker stays closed | `Err`; [`Error::kind`] says which |
-//! | breaker open | local run at once, [`FallbackReason::BreakerOpen`] | `Err` |
+//! | a pooled connection died (restart, idle reaping, `CLIENT KILL`) | redialled once, the step re-run; not a breaker failure | same |
+//! | breaker open | local run at once, [`FallbackReason::BreakerOpen`]; after the cooldown one caller probes (half-open) | `Err` |
+//! | an acquire timed out, then the hung server ran it | the orphaned lease is compare-and-deleted as soon as the server answers | same |
 //! | the leader process dies | its followers take over after at most the lease; one runs `f` ([`Source::Takeover`]) | same |
 //! | the leader panics | remote followers contend again at once; local followers get `LeaderPanicked` | same |
 //! | a leader stalls past its lease | a second run (the efficiency-only case) | same |
 //! | a leader keeps renewing past `max_wait` | local run, [`FallbackReason::WaitedTooLong`] | `Err` |
 //! | the value's encoding is over `max_payload` | its followers run `f` at once, [`FallbackReason::PayloadTooLarge`] | `Err` |
-//! | foreign or corrupt data under our keys | local run, [`FallbackReason::Malformed`]; never a panic | `Err` with the decode error |
+//! | foreign or corrupt data under our keys, or a lease we never write (not our token format, no TTL) | local run at once, [`FallbackReason::Malformed`]; never a panic | `Err` with the decode error |
 //! | Redis fails after `f` ran | the leader's callers get the value; remote followers fall back | same |
 //!
 //! # What it uses of the crate

@@ -206,9 +206,10 @@ impl Pooled<'_> {
         if self.con.take().is_some() {
             self.pool.stats.open.fetch_sub(1, Relaxed);
         }
+        // Whatever happens now is about a fresh dial.
+        self.fresh = true;
         self.con = Some(self.pool.dial()?);
         self.healthy = true;
-        self.fresh = true;
         Ok(())
     }
 }

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -51,8 +52,10 @@ pub(super) struct Readers {
 struct Reader {
     wake_key: String,
     state: Mutex<State>,
-    /// Wakes an idle reader thread, and followers when results arrive.
-    changed: Condvar,
+    /// Wakes an idle reader thread: a stream to follow.
+    work: Condvar,
+    /// Wakes parked followers: results arrived.
+    delivered: Condvar,
 }
 
 #[derive(Default)]
@@ -80,7 +83,8 @@ impl Readers {
                 Arc::new(Reader {
                     wake_key: format!("{prefix}reader:{}", new_token()),
                     state: Mutex::new(State::default()),
-                    changed: Condvar::new(),
+                    work: Condvar::new(),
+                    delivered: Condvar::new(),
                 })
             })
             .collect();
@@ -131,7 +135,7 @@ impl Readers {
         }
         state.waiting += 1;
         drop(state);
-        reader.changed.notify_all();
+        reader.work.notify_one();
         if wake {
             let ttl = millis(WAKE_TTL);
             let woken = backend.exchange(By::Caller, |c| scripts::wake(c, &reader.wake_key, ttl));
@@ -158,7 +162,7 @@ impl Readers {
                 break Ok(None);
             }
             state = reader
-                .changed
+                .delivered
                 .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -196,25 +200,18 @@ impl State {
     }
 }
 
-/// The reader thread's connection and where it is in its wake-up stream.
-struct Conn {
-    con: Link,
-    /// Dialled since the last successful read.
-    fresh: bool,
-}
-
 impl Reader {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn run(&self, weak: &Weak<Backend>) {
-        let mut conn: Option<Conn> = None;
+        let mut conn: Option<Link> = None;
         let mut wake_id = "0-0".to_string();
         loop {
             let Some(pending) = self.next_streams(weak) else {
-                if let (Some(c), Some(backend)) = (conn.take(), weak.upgrade()) {
-                    backend.pool.close_reader(c.con);
+                if let (Some(con), Some(backend)) = (conn.take(), weak.upgrade()) {
+                    backend.pool.close_reader(con);
                 }
                 return;
             };
@@ -261,7 +258,7 @@ impl Reader {
                 }
             }
             drop(state);
-            self.changed.notify_all();
+            self.delivered.notify_all();
         }
     }
 
@@ -283,64 +280,54 @@ impl Reader {
                 return None;
             }
             state = self
-                .changed
+                .work
                 .wait_timeout(state, IDLE - idle)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
     }
 
-    /// One `XREAD` over the wake-up stream and `pending`, redialling once
-    /// when the connection turns out stale.
+    /// One `XREAD` over the wake-up stream and `pending`. A connection
+    /// that turns out stale (the server restarted, reaped it, or killed
+    /// it) is redialled once and the read re-issued; even a fresh one can
+    /// go stale while blocked for a long time.
     fn read(
         &self,
         backend: &Backend,
-        conn: &mut Option<Conn>,
+        conn: &mut Option<Link>,
         wake_id: &str,
         pending: &[String],
     ) -> Result<Vec<reply::StreamEntries>, CallError> {
         let mut streams: Vec<(&str, &str)> = vec![(&self.wake_key, wake_id)];
         streams.extend(pending.iter().map(|k| (k.as_str(), "0-0")));
-        let block = MAX_BLOCK;
-        let attempt = |conn: &mut Option<Conn>| -> Result<_, CallError> {
+        let attempt = |conn: &mut Option<Link>| -> Result<_, CallError> {
             if conn.is_none() {
-                let con = backend.pool.dial_reader()?;
-                *conn = Some(Conn { con, fresh: true });
+                *conn = Some(backend.pool.dial_reader()?);
             }
-            let c = conn.as_mut().expect("dialled above");
-            c.con
-                .set_read_timeout(Some(block + backend.config.io_timeout))?;
-            scripts::read_streams(&mut c.con, &streams, millis(block))
+            let con = conn.as_mut().expect("dialled above");
+            con.set_read_timeout(Some(MAX_BLOCK + backend.config.io_timeout))?;
+            scripts::read_streams(con, &streams, millis(MAX_BLOCK))
         };
         let mut result = attempt(conn);
         if let Err(CallError::Redis(e)) = &result {
-            let stale = conn.as_ref().is_some_and(|c| !c.fresh) && is_stale(e);
-            if let Some(c) = conn.take() {
-                backend.pool.close_reader(c.con);
+            let stale = conn.is_some() && is_stale(e);
+            if let Some(con) = conn.take() {
+                backend.pool.close_reader(con);
             }
             if stale {
-                backend
-                    .pool
-                    .stats
-                    .redials
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                backend.pool.stats.redials.fetch_add(1, Relaxed);
                 result = attempt(conn);
             }
         }
         match &result {
-            Ok(_) => {
-                backend.outcome(By::Caller, None);
-                if let Some(c) = conn.as_mut() {
-                    c.fresh = false;
-                }
-            }
+            Ok(_) => backend.outcome(By::Caller, None),
             Err(CallError::Redis(e)) if is_foreign(e) => {}
             Err(CallError::Redis(e)) => {
-                // A failed attempt left no connection: the last one tried
-                // was fresh unless it was a reused one that timed out.
+                // A dial that failed, a timeout, or a second stale failure
+                // on a fresh connection: evidence about the server.
                 backend.outcome(By::Caller, Some((e, true)));
-                if let Some(c) = conn.take() {
-                    backend.pool.close_reader(c.con);
+                if let Some(con) = conn.take() {
+                    backend.pool.close_reader(con);
                 }
             }
             Err(_) => {}
@@ -353,13 +340,13 @@ impl Reader {
     fn foreign_streams(
         &self,
         backend: &Backend,
-        conn: &mut Option<Conn>,
+        conn: &mut Option<Link>,
         pending: &[String],
     ) -> Vec<String> {
-        let Some(c) = conn.as_mut() else {
+        let Some(con) = conn.as_mut() else {
             return Vec::new();
         };
-        if c.con
+        if con
             .set_read_timeout(Some(backend.config.io_timeout))
             .is_err()
         {
@@ -369,7 +356,7 @@ impl Reader {
             .iter()
             .filter(|key| {
                 !matches!(
-                    scripts::key_type(&mut c.con, key).as_deref(),
+                    scripts::key_type(con, key).as_deref(),
                     Ok("stream" | "none")
                 )
             })

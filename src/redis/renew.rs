@@ -5,7 +5,7 @@
 //! second with nothing to do and is started again on demand.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,15 @@ const ORPHAN_RETRY: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 pub(super) struct Renewer {
-    state: Arc<Mutex<Leases>>,
+    state: Arc<State>,
+}
+
+/// The registry, and the thread's alarm clock: an orphan to release
+/// cannot wait for the thread's next renewal round.
+#[derive(Default)]
+struct State {
+    leases: Mutex<Leases>,
+    orphan_found: Condvar,
 }
 
 #[derive(Default)]
@@ -85,8 +93,8 @@ impl Held {
     }
 }
 
-fn lock(state: &Mutex<Leases>) -> MutexGuard<'_, Leases> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(state: &State) -> MutexGuard<'_, Leases> {
+    state.leases.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running leader's registration; dropping it (panic included) stops the
@@ -145,10 +153,12 @@ impl Renewer {
         }
     }
 
-    /// Makes sure the thread runs, to release orphaned leases.
+    /// Makes sure the thread runs and is awake, to release orphaned leases.
     pub(super) fn watch_orphans(&self, backend: &Arc<Backend>) {
         let mut leases = lock(&self.state);
         self.spawn_if_idle(&mut leases, backend);
+        drop(leases);
+        self.state.orphan_found.notify_one();
     }
 
     /// Whether the thread runs (now).
@@ -165,7 +175,7 @@ impl Renewer {
     }
 }
 
-fn run(state: &Mutex<Leases>, weak: &Weak<Backend>) {
+fn run(state: &State, weak: &Weak<Backend>) {
     let mut idle_since: Option<Instant> = None;
     while let Some(backend) = weak.upgrade() {
         let every = backend.config.renew_interval();
@@ -193,10 +203,14 @@ fn run(state: &Mutex<Leases>, weak: &Weak<Backend>) {
             if !orphans.is_empty() {
                 wait = wait.min(ORPHAN_RETRY);
             }
-            drop(leases);
             // Not holding the group while asleep: dropping it ends the thread.
             drop(backend);
-            thread::sleep(wait);
+            drop(
+                state
+                    .orphan_found
+                    .wait_timeout(leases, wait)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
             continue;
         }
         drop(leases);

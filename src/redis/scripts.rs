@@ -73,11 +73,17 @@ end
 return 0
 "#;
 
-/// Compare-and-delete: drop the lease only if it holds this token (an
-/// orphaned lease of ours). Retry-safe: the second delete finds nothing.
+/// Compare-and-delete an orphaned lease of ours (set by an acquire whose
+/// reply we gave up on): drop it only if it holds this token, and then
+/// end its flight with "abandon", so that anyone who started following
+/// it contends again at once instead of waiting out the lease.
+/// Retry-safe: the second run finds the lease gone and does nothing.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('XADD', KEYS[2], '*', 's', ARGV[2], 'b', '')
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return 1
 end
 return 0
 "#;
@@ -154,15 +160,23 @@ impl Scripts {
         )
     }
 
-    /// Deletes the lease if it holds `token`: `Held` when it did.
+    /// Deletes the lease if it holds `token` and abandons that flight:
+    /// `Held` when it did.
     pub(super) fn release(
         &self,
         con: &mut dyn ConnectionLike,
         lease_key: &str,
+        done_key: &str,
         token: &str,
+        ttl_ms: u64,
     ) -> Result<LeaseState, CallError> {
         run(
-            self.release.key(lease_key).arg(token),
+            self.release
+                .key(lease_key)
+                .key(done_key)
+                .arg(token)
+                .arg(Status::Abandoned.tag())
+                .arg(ttl_ms),
             con,
             reply::parse_lease_state,
         )
@@ -375,9 +389,21 @@ mod tests {
         let holder: String = redis::cmd("GET").arg(lease).query(&mut con).unwrap();
         assert_eq!(holder, "t2");
         // Compare-and-delete: another token's release leaves it alone.
-        assert_eq!(s.release(&mut con, lease, "t1").unwrap(), LeaseState::Lost);
-        assert_eq!(s.release(&mut con, lease, "t2").unwrap(), LeaseState::Held);
-        assert_eq!(s.release(&mut con, lease, "t2").unwrap(), LeaseState::Lost);
+        let done2 = "sf:t:v1:{k:a}:done:t2";
+        assert_eq!(
+            s.release(&mut con, lease, done, "t1", 5000).unwrap(),
+            LeaseState::Lost
+        );
+        assert_eq!(first(&mut con, done2), None);
+        assert_eq!(
+            s.release(&mut con, lease, done2, "t2", 5000).unwrap(),
+            LeaseState::Held
+        );
+        assert_eq!(first(&mut con, done2).unwrap().status, Status::Abandoned);
+        assert_eq!(
+            s.release(&mut con, lease, done2, "t2", 5000).unwrap(),
+            LeaseState::Lost
+        );
         // The counter runs ahead of the clock: the next token is above it
         // even when the clock is behind (a server clock stepped back).
         let ahead = token + 10_000_000_000;

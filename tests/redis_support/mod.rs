@@ -21,6 +21,8 @@ pub struct RedisServer {
     port: u16,
     /// The `default` user's password, when the server requires one.
     password: Option<String>,
+    /// Extra `redis-server` arguments, kept for a restart.
+    args: Vec<String>,
     /// Its working directory: a replica's full sync writes `dump.rdb`
     /// there, which must not land in (and be loaded from) the crate root.
     _dir: tempfile::TempDir,
@@ -30,42 +32,45 @@ impl RedisServer {
     /// Starts a server on a free port; panics with install instructions
     /// when `redis-server` is not on PATH.
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        Self::start_with(&[])
+    }
+
+    /// Starts a server on a free port with extra arguments
+    /// (`["--timeout", "1"]`, `["--maxclients", "40"]`, TLS ports and
+    /// certificates, replication); the fixture talks to the plain port.
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::start_on_with(free_port(), args)
     }
 
     /// Starts a server on `port` (used to restart after [`kill`](Self::kill)).
     pub fn start_on(port: u16) -> Self {
-        Self::start_with(port, None, &[])
+        Self::start_on_with(port, &[])
     }
 
-    /// Starts a server on a free port with more arguments (TLS ports and
-    /// certificates, replication, …); the fixture talks to the plain port.
-    pub fn start_with_args(args: &[String]) -> Self {
-        Self::start_with(free_port(), None, args)
-    }
-
-    /// Starts a server on `port` with more arguments.
-    pub fn start_on_with_args(port: u16, args: &[String]) -> Self {
-        Self::start_with(port, None, args)
+    /// Starts a server on `port` with extra arguments.
+    pub fn start_on_with(port: u16, args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Self::spawn(port, None, args)
     }
 
     /// Starts a server on a free port whose `default` user needs `password`
     /// (`--requirepass`); [`url`](Self::url) and the fixture's own
     /// connections carry it.
     pub fn start_with_password(password: &str) -> Self {
-        Self::start_with(free_port(), Some(password.to_string()), &[])
+        Self::spawn(free_port(), Some(password.to_string()), Vec::new())
     }
 
-    fn start_with(port: u16, password: Option<String>, args: &[String]) -> Self {
+    fn spawn(port: u16, password: Option<String>, args: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("no temporary directory");
         let mut cmd = Command::new("redis-server");
-        cmd.args(args).arg("--dir").arg(dir.path());
+        cmd.arg("--dir").arg(dir.path());
         if let Some(password) = &password {
             cmd.args(["--requirepass", password]);
         }
         let child = cmd
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -79,6 +84,7 @@ impl RedisServer {
             child: Mutex::new(Some(child)),
             port,
             password,
+            args,
             _dir: dir,
         };
         wait_until("redis-server answers PING", Duration::from_secs(10), || {
@@ -167,6 +173,43 @@ impl RedisServer {
         }
     }
 
+    /// SIGKILLs the server, starts it again on the same port with the same
+    /// arguments, and returns once it answers PING.
+    pub fn restart(&self) {
+        self.kill();
+        let fresh = Self::spawn(self.port, self.password.clone(), self.args.clone());
+        *self.child.lock().unwrap() = fresh.child.lock().unwrap().take();
+    }
+
+    /// `CLIENT KILL TYPE normal SKIPME yes`: every client connection but
+    /// the one asking is closed by the server. Returns how many.
+    pub fn kill_clients(&self) -> u64 {
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut self.connection())
+            .unwrap()
+    }
+
+    /// Connected clients right now (`INFO clients`), the asking one included.
+    pub fn connected_clients(&self) -> u64 {
+        self.info_field("clients", "connected_clients")
+    }
+
+    fn info_field(&self, section: &str, field: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.connection())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+    }
+
     /// Cumulative calls per command (`INFO commandstats`), `info` excluded.
     pub fn command_counts(&self) -> BTreeMap<String, u64> {
         let info: String = redis::cmd("INFO")
@@ -194,14 +237,7 @@ impl RedisServer {
 
     /// Clients blocked right now (in `XREAD BLOCK`).
     pub fn blocked_clients(&self) -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
-            .query(&mut self.connection())
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("blocked_clients:"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap()
+        self.info_field("clients", "blocked_clients")
     }
 }
 
@@ -500,11 +536,12 @@ impl RedisCluster {
             .into_iter()
             .map(|port| {
                 let conf = dir.path().join(format!("nodes-{port}.conf"));
+                let conf = conf.display().to_string();
                 let args = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
-                    &conf.display().to_string(),
+                    &conf,
                     "--cluster-node-timeout",
                     "500",
                     "--cluster-require-full-coverage",
@@ -514,9 +551,8 @@ impl RedisCluster {
                     // test with a 500 ms node timeout and never fails over.
                     "--cluster-replica-validity-factor",
                     "0",
-                ]
-                .map(String::from);
-                RedisServer::start_on_with_args(port, &args)
+                ];
+                RedisServer::start_on_with(port, &args)
             })
             .collect();
         let created = Command::new("redis-cli")
