@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use groups::config;
 use redis_support::{RedisCluster, Worker, command, report, role};
-use sync_singleflight::redis::{RedisConfig, RedisGroup, Source};
+use sync_singleflight::redis::{ErrorKind, FallbackReason, RedisConfig, RedisGroup, Source};
 
 const PROCESSES: usize = 4;
 const THREADS: usize = 16;
@@ -150,6 +150,18 @@ fn thirty_keys_run_once_per_burst_and_dedup_survives_a_master_failover() {
     let health = parent.check(PROCESSES);
     assert!(health.is_ok(), "{health:?}");
     assert_eq!(health.mode, "cluster");
+    // One node reached with `open` answers MOVED for the keys it does not
+    // own: a setup error that leaves the breaker closed, and a warning.
+    let single: RedisGroup<String, String> =
+        RedisGroup::open(node_urls[0], cluster_config()).unwrap();
+    let moved = (0..50)
+        .find_map(|k| single.try_work(&format!("which-{k}"), String::new).err())
+        .expect("some key lives on another node");
+    assert_eq!(moved.kind(), ErrorKind::Cluster, "{moved}");
+    assert_eq!(moved.reason(), FallbackReason::Misconfigured);
+    assert_eq!(single.stats().breaker_opens, 0);
+    let warned = single.check(1).warnings.join(" ");
+    assert!(warned.contains("cluster"), "{warned}");
     let mut workers: Vec<Worker> = (0..PROCESSES)
         .map(|_| {
             Worker::spawn(

@@ -149,9 +149,14 @@ fn check_reports_the_server_and_warns_about_settings_that_hurt() {
         .arg(server.port())
         .query(&mut replica_server.connection())
         .unwrap();
-    let on_replica = replica::<u32>(&replica_server.url(), config("check")).check(1);
-    assert!(on_replica.replica, "{on_replica:?}");
-    assert!(on_replica.warnings.iter().any(|w| w.contains("replica")));
+    let on_replica = replica::<u32>(&replica_server.url(), config("check"));
+    let health = on_replica.check(1);
+    assert!(health.replica, "{health:?}");
+    assert!(health.warnings.iter().any(|w| w.contains("replica")));
+    // Writing to it is refused: READONLY, an outage of the primary's role.
+    let err = on_replica.try_work("k", || 1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Replica, "{err}");
+    assert_eq!(err.reason(), FallbackReason::Unavailable);
 }
 
 #[test]
