@@ -87,7 +87,11 @@ impl fmt::Display for FallbackReason {
 /// assert!(!Source::Follower.ran_here());
 /// assert!(Source::Fallback(FallbackReason::Unavailable).ran_here());
 /// ```
+///
+/// `#[non_exhaustive]`, like [`FallbackReason`]: a match needs a `_` arm,
+/// so a new way to obtain a value is not a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Source {
     /// This process held the lease and ran `f` (remote leader).
     Leader,
