@@ -1,43 +1,153 @@
 //! `rediss://` against a real redis-server with `--tls-port` and
-//! certificates made here with rcgen: the right CA, a wrong CA, a plain
-//! server behind a `rediss://` URL, and client certificates.
+//! certificates made here with the `openssl` command (as a deployment's
+//! would be): the right CA, a wrong CA, a plain server behind a `rediss://`
+//! URL, and client certificates. The command rather than a Rust crate such
+//! as rcgen: a dev-dependency would compile `ring` into every test build,
+//! the default `cargo test` included.
 #![cfg(feature = "redis-tls")]
 
 #[path = "redis_support/groups.rs"]
 mod groups;
 mod redis_support;
 
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
 use groups::config;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use redis_support::{RedisServer, free_port};
 use sync_singleflight::redis::{
     ErrorKind, FallbackReason, RedisConfig, RedisGroup, Source, TlsConfig,
 };
 
-type Ca = CertifiedIssuer<'static, KeyPair>;
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+/// Runs `openssl` with `args` in `dir`, panicking with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl (.ci/run installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-/// A certificate for `names` signed by `ca`: (certificate PEM, key PEM).
+/// A certificate authority: its certificate and key as files in a folder
+/// of its own, where the certificates it signs are made too.
+struct Ca {
+    dir: tempfile::TempDir,
+    signed: std::cell::Cell<u32>,
+}
+
+impl Ca {
+    fn pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca.pem")).unwrap()
+    }
+}
+
+/// A new self-signed CA called `name` (P-256 keys: quick to make).
+fn ca(name: &str) -> Ca {
+    let dir = tempfile::tempdir().unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    Ca {
+        dir,
+        signed: std::cell::Cell::new(0),
+    }
+}
+
+/// A certificate for `names` (IP addresses or DNS names) signed by `ca`:
+/// (certificate PEM, key PEM).
 fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, ca)
-        .unwrap();
-    (cert.pem(), key.serialize_pem())
+    let n = ca.signed.get() + 1;
+    ca.signed.set(n);
+    let dir = ca.dir.path();
+    let file = |what: &str| -> PathBuf { dir.join(format!("leaf{n}.{what}")) };
+    let names: Vec<String> = names
+        .iter()
+        .map(|name| match name.parse::<IpAddr>() {
+            Ok(_) => format!("IP:{name}"),
+            Err(_) => format!("DNS:{name}"),
+        })
+        .collect();
+    std::fs::write(
+        file("ext"),
+        format!(
+            "basicConstraints=critical,CA:FALSE\nsubjectAltName={}\n",
+            names.join(",")
+        ),
+    )
+    .unwrap();
+    let path = |what: &str| file(what).display().to_string();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &path("key"),
+            "-out",
+            &path("csr"),
+            "-subj",
+            "/CN=leaf",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &path("csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &path("ext"),
+            "-out",
+            &path("pem"),
+        ],
+    );
+    (
+        std::fs::read_to_string(file("pem")).unwrap(),
+        std::fs::read_to_string(file("key")).unwrap(),
+    )
 }
 
 /// A TLS server whose certificate `ca` signed (for 127.0.0.1), that
