@@ -235,15 +235,6 @@ fn history_check_catches_stale_and_unknown_values() {
         value: 7,
     };
     assert!(check(&[run(7, 10, 20), leader, call(7, 22, 30)]).is_ok());
-    // Joined after f returned, before the leader's call (its publish) ended.
-    let leader = Event::Call {
-        process: 1,
-        thread: 0,
-        start: 9,
-        end: 25,
-        value: 7,
-    };
-    assert!(check(&[run(7, 10, 20), leader, call(7, 22, 30)]).is_ok());
     let summary = check(&good).unwrap();
     assert_eq!((summary.calls, summary.runs_per_burst[&0]), (2, 1));
     assert!(
