@@ -23,8 +23,16 @@ use super::reply::{self, Acquire, CallError, Entry, LeaseState, Malformed, Statu
 /// Retry-safe: a lease that already holds the caller's token answers
 /// "acquired" again (the first attempt's reply was lost), with the token
 /// the counter got then (nobody else can have drawn one while we hold the
-/// lease).
+/// lease). That check comes before the followed stream's: if that flight
+/// published between the two attempts, answering "done" would leave the
+/// lease the first attempt set to block every other process for a whole
+/// lease, with nobody to renew, publish or release it.
 const ACQUIRE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  if ARGV[3] ~= '1' then return {'acquired'} end
+  return {'acquired', tonumber(redis.call('GET', KEYS[2]) or '0') or 0}
+end
 if #KEYS > 2 then
   local e = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
   if #e > 0 then return {'done', e[1][2]} end
@@ -37,11 +45,6 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local fence = math.max(last + 1, now)
   redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[4])
   return {'acquired', fence}
-end
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  if ARGV[3] ~= '1' then return {'acquired'} end
-  return {'acquired', tonumber(redis.call('GET', KEYS[2]) or '0') or 0}
 end
 return {'held', holder, redis.call('PTTL', KEYS[1])}
 "#;
@@ -423,6 +426,23 @@ mod tests {
         );
         let ttl: i64 = redis::cmd("PTTL").arg(fence).query(&mut con).unwrap();
         assert!((1..=60_000).contains(&ttl), "{ttl}");
+        // A retried takeover (its first reply lost) is still ours even if
+        // the flight it followed published late in between: answering
+        // "done" would strand the lease it set.
+        let _: () = redis::cmd("DEL").arg(lease).query(&mut con).unwrap();
+        let old_done = "sf:t:v1:{k:a}:done:t4";
+        assert_eq!(
+            s.acquire(&mut con, &claim("t5", Some(old_done), None))
+                .unwrap(),
+            unfenced
+        );
+        let late = publish(&mut con, old_done, "t4", Status::Value, b"late");
+        assert_eq!(late.unwrap(), LeaseState::Lost);
+        assert_eq!(
+            s.acquire(&mut con, &claim("t5", Some(old_done), None))
+                .unwrap(),
+            unfenced
+        );
         // Foreign data: a hash where the lease should be.
         let _: () = redis::pipe()
             .del(lease)
