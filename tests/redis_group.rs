@@ -539,3 +539,26 @@ fn many_followed_flights_share_the_readers_within_max_connections() {
     println!("16 followed flights: {stats:?}");
     assert!(stats.connections_peak <= 3, "{stats:?}");
 }
+
+#[test]
+fn a_dropped_group_closes_its_reader_connection_at_once() {
+    let server = RedisServer::start();
+    let (a, b) = replicas::<u32>(&server.url(), config("dropped"));
+    // b follows one flight of a: its reader thread dials its connection.
+    let (from_a, from_b) = lead_and_follow(&server, &a, &b, "k", 1, || 1, || 2);
+    assert_eq!((from_a[0].0.value, from_b[0].0.value), (1, 1));
+    assert_eq!(from_b[0].0.source, Source::Follower);
+    let b_open = b.stats().connections_open as u64;
+    assert!(b_open >= 2, "a pooled and a reader connection: {b_open}");
+    let before = server.connected_clients();
+    let t = Instant::now();
+    drop(b);
+    // Not after the reader's 10 s idle timeout, with its thread and
+    // connection left behind by every group dropped meanwhile.
+    wait_until(
+        "the dropped group's connections close",
+        Duration::from_secs(3),
+        || server.connected_clients() <= before - b_open,
+    );
+    println!("a dropped group's connections closed in {:?}", t.elapsed());
+}

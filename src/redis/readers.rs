@@ -69,6 +69,8 @@ struct State {
     wake_sent: bool,
     /// Followers parked right now.
     waiting: usize,
+    /// The group was dropped: the thread ends once nothing is followed.
+    closed: bool,
 }
 
 struct Watch {
@@ -173,6 +175,17 @@ impl Readers {
     }
 }
 
+impl Drop for Readers {
+    /// Ends idle reader threads now, closing their connections, rather
+    /// than after [`IDLE`].
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.lock().closed = true;
+            reader.work.notify_all();
+        }
+    }
+}
+
 impl State {
     /// One follower of `done` leaves.
     fn forget(&mut self, done: &str) {
@@ -209,10 +222,7 @@ impl Reader {
         let mut conn: Option<Link> = None;
         let mut wake_id = "0-0".to_string();
         loop {
-            let Some(pending) = self.next_streams(weak) else {
-                if let (Some(con), Some(backend)) = (conn.take(), weak.upgrade()) {
-                    backend.pool.close_reader(con);
-                }
+            let Some(pending) = self.next_streams(weak, &mut conn) else {
                 return;
             };
             let Some(backend) = weak.upgrade() else {
@@ -263,8 +273,10 @@ impl Reader {
     }
 
     /// Waits until some stream is followed; `None` after [`IDLE`] with
-    /// none, or when the group is gone.
-    fn next_streams(&self, weak: &Weak<Backend>) -> Option<Vec<String>> {
+    /// none, or when the group is gone. The connection is closed before
+    /// the thread counts as stopped, so a thread started for the next
+    /// follower never holds a second one for this reader.
+    fn next_streams(&self, weak: &Weak<Backend>, conn: &mut Option<Link>) -> Option<Vec<String>> {
         let mut state = self.lock();
         let idle_since = Instant::now();
         loop {
@@ -275,7 +287,13 @@ impl Reader {
                 return Some(pending);
             }
             let idle = idle_since.elapsed();
-            if idle >= IDLE || weak.strong_count() == 0 {
+            if idle >= IDLE || state.closed || weak.strong_count() == 0 {
+                if let Some(con) = conn.take() {
+                    match weak.upgrade() {
+                        Some(backend) => backend.pool.close_reader(con),
+                        None => drop(con),
+                    }
+                }
                 state.thread_running = false;
                 return None;
             }
