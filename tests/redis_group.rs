@@ -17,7 +17,7 @@ use groups::{
     LONG, config, herd, lead_and_follow, max_latency, replica, replicas, sources, with_lease,
 };
 use redis_support::{RedisServer, client_commands, delta, wait_until};
-use sync_singleflight::redis::{FallbackReason, Source};
+use sync_singleflight::redis::{FallbackReason, RedisConfig, RedisGroup, Source};
 use sync_singleflight::{LeaderPanicked, Role};
 
 #[test]
@@ -561,4 +561,36 @@ fn a_dropped_group_closes_its_reader_connection_at_once() {
         || server.connected_clients() <= before - b_open,
     );
     println!("a dropped group's connections closed in {:?}", t.elapsed());
+}
+
+#[test]
+fn max_wait_of_duration_max_means_no_limit_and_huge_timeouts_are_refused() {
+    let server = RedisServer::start();
+    let mut cfg = config("forever");
+    // As for `Group::work_timeout`: forever, not an overflow panic.
+    cfg.max_wait = Duration::MAX;
+    let (a, b) = replicas::<u32>(&server.url(), cfg.clone());
+    assert_eq!(a.work_with_outcome("alone", || 0).source, Source::Leader);
+    let (from_a, from_b) = lead_and_follow(&server, &a, &b, "k", 1, || 1, || 2);
+    assert_eq!(from_a[0].0.source, Source::Leader);
+    assert_eq!(
+        (from_b[0].0.value, from_b[0].0.source),
+        (1, Source::Follower)
+    );
+    // These would overflow a deadline or the breaker's escalation: a panic
+    // in `open` or in a call (or in the reader thread) instead of an error.
+    type Set = fn(&mut RedisConfig);
+    let huge: [Set; 5] = [
+        |c| c.lease = Duration::MAX,
+        |c| c.result_ttl = Duration::MAX,
+        |c| c.connect_timeout = Duration::MAX,
+        |c| c.io_timeout = Duration::MAX,
+        |c| c.breaker_cooldown = Duration::MAX,
+    ];
+    for set in huge {
+        let mut bad = cfg.clone();
+        set(&mut bad);
+        let err = RedisGroup::<String, u32>::open(&server.url(), bad).unwrap_err();
+        assert!(err.to_string().contains("is over"), "{err}");
+    }
 }

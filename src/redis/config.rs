@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The longest lease, result TTL, timeout or breaker cooldown accepted:
+/// a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Settings of a [`RedisGroup`](super::RedisGroup).
 ///
 /// Build one with [`RedisConfig::new`] and change the public fields you
@@ -40,7 +44,8 @@ pub struct RedisConfig {
     /// the lease runs out. Default: `None`.
     pub renew_every: Option<Duration>,
     /// The longest a caller waits behind other processes' leaders, renewals
-    /// included, before it runs `f` itself. Default: 60 s.
+    /// included, before it runs `f` itself; `Duration::MAX` means no
+    /// limit. Default: 60 s.
     pub max_wait: Duration,
     /// How long a published result stays readable for the followers of its
     /// flight. It is never served to a later flight. Default: 30 s.
@@ -192,6 +197,20 @@ impl RedisConfig {
         ] {
             if value < Duration::from_millis(1) {
                 return Err(format!("{name} {value:?} is below 1 ms"));
+            }
+        }
+        // Deadlines and the breaker's escalation are computed from these:
+        // `Duration::MAX` would overflow them (a panic in a call, or in
+        // the reader thread). `max_wait` has no such limit.
+        for (name, value) in [
+            ("lease", self.lease),
+            ("result_ttl", self.result_ttl),
+            ("connect_timeout", self.connect_timeout),
+            ("io_timeout", self.io_timeout),
+            ("breaker_cooldown", self.breaker_cooldown),
+        ] {
+            if value > MAX_DURATION {
+                return Err(format!("{name} {value:?} is over {MAX_DURATION:?}"));
             }
         }
         if self.readers == 0 || self.max_connections <= self.readers {

@@ -343,7 +343,9 @@ where
         let fence_key = keys.fence();
         let fence_ttl_ms = fenced.then(|| millis(b.config.fence_ttl));
         let token = new_token();
-        let deadline = Instant::now() + b.config.max_wait;
+        // `Duration::MAX` (or any wait past the clock's range) means no
+        // deadline, as for `Group::work_timeout`.
+        let deadline = Instant::now().checked_add(b.config.max_wait);
         // The flight this caller last followed (its token and result
         // stream), and whether its stream must be checked before
         // contending (after a read that timed out).
@@ -354,7 +356,9 @@ where
         // again means the lease is not ours (and following it would loop).
         let mut abandoned: Vec<String> = Vec::new();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 let err = Error::new(
                     ErrorKind::WaitedTooLong,

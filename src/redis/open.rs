@@ -20,8 +20,8 @@ impl<K, V> RedisGroup<K, V> {
     /// A [`ConfigError`] when the URL does not parse or the configuration
     /// cannot work (an empty namespace or one with braces, a lease below
     /// 30 ms, a renewal not shorter than the lease, a zero timeout or
-    /// breaker threshold, no reader, or `max_connections` not above
-    /// `readers`).
+    /// breaker threshold, a lease, result TTL, timeout or breaker cooldown
+    /// over a year, no reader, or `max_connections` not above `readers`).
     ///
     /// # Examples
     ///
