@@ -594,3 +594,61 @@ fn max_wait_of_duration_max_means_no_limit_and_huge_timeouts_are_refused() {
         assert!(err.to_string().contains("is over"), "{err}");
     }
 }
+
+#[test]
+fn one_failed_renewal_does_not_end_the_renewals() {
+    let server = RedisServer::start();
+    // Renewed every 667 ms; I/O timeout 300 ms.
+    let cfg = with_lease(config("blip"), Duration::from_secs(2));
+    let (a, b) = replicas::<u32>(&server.url(), cfg);
+    a.work("warm", || 0);
+    b.work("warm", || 0);
+    let runs = AtomicUsize::new(0);
+    let (leading_tx, leading) = std::sync::mpsc::channel();
+    let (led, followed) = thread::scope(|s| {
+        let lead = s.spawn(|| {
+            a.work_with_outcome("k", || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                leading_tx.send(Instant::now()).unwrap();
+                // Past the lease: only renewals keep it.
+                thread::sleep(Duration::from_millis(2600));
+                1
+            })
+        });
+        let started = leading.recv_timeout(LONG).unwrap();
+        let follow = s.spawn(|| {
+            b.work_with_outcome("k", || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                2
+            })
+        });
+        wait_until("b follows", LONG, || b.stats().remote_waiting == 1);
+        // A 1.2 s blip for writes (reads go on): the first renewal, at
+        // 667 ms, times out; the lease set at 0 still has 1 s to run, and
+        // the next renewal, after the blip, would keep it.
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1200)
+            .arg("WRITE")
+            .query(&mut server.connection())
+            .unwrap();
+        println!("paused {:?} into f", started.elapsed());
+        (lead.join().unwrap(), follow.join().unwrap())
+    });
+    println!(
+        "a: {:?} {:?}; b: {:?}; a {:?}",
+        led.source,
+        led.value,
+        followed.source,
+        a.stats()
+    );
+    assert_eq!(
+        (
+            led.source,
+            followed.source,
+            followed.value,
+            runs.into_inner()
+        ),
+        (Source::Leader, Source::Follower, 1, 1)
+    );
+}

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, By, millis};
-use super::reply::LeaseState;
+use super::reply::{CallError, LeaseState};
 
 /// How long the thread lingers with nothing to do (at least).
 const IDLE: Duration = Duration::from_secs(1);
@@ -224,11 +224,22 @@ fn run(state: &State, weak: &Weak<Backend>) {
             let Some(at) = leases.live.iter().position(|l| l.id == id) else {
                 continue; // the flight ended meanwhile
             };
-            if matches!(renewed, Ok(LeaseState::Held)) {
-                leases.live[at].due = Instant::now() + every;
-                leases.live[at].lost.extended(sent);
-            } else {
-                leases.live.swap_remove(at).lost.lose();
+            match renewed {
+                Ok(LeaseState::Held) => {
+                    leases.live[at].due = Instant::now() + every;
+                    leases.live[at].lost.extended(sent);
+                }
+                // A timeout or a dead or busy server: the lease may still be
+                // ours for the rest of its time, and the next renewal that
+                // gets through keeps it (compare-and-PEXPIRE: harmless if
+                // it is not). Reported lost at once, but renewals go on:
+                // giving up here turned a blip shorter than the lease into
+                // a second run.
+                Err(CallError::Redis(_) | CallError::Busy(_)) => {
+                    leases.live[at].lost.lose();
+                    leases.live[at].due = Instant::now() + every / 3;
+                }
+                _ => leases.live.swap_remove(at).lost.lose(),
             }
         }
     }
