@@ -75,7 +75,10 @@ fn local_first_costs_two_commands_per_process_per_flight() {
 #[test]
 fn slow_healthy_leader_keeps_its_lease() {
     let server = RedisServer::start();
-    let cfg = with_lease(config("slow"), Duration::from_millis(300));
+    // Renewals every lease / 3 = 333 ms: only a stall of over 600 ms in
+    // the renewal thread or the server could cost the lease, so a loaded
+    // CI machine does not turn this into a takeover.
+    let cfg = with_lease(config("slow"), Duration::from_secs(1));
     let (a, b) = replicas::<String>(&server.url(), cfg);
     let runs = AtomicUsize::new(0);
     let before = server.command_counts();
@@ -87,7 +90,7 @@ fn slow_healthy_leader_keeps_its_lease() {
         4,
         || {
             runs.fetch_add(1, Ordering::SeqCst);
-            thread::sleep(Duration::from_millis(900)); // 3 × lease
+            thread::sleep(Duration::from_secs(3)); // 3 × lease
             "slow".to_string()
         },
         || {
