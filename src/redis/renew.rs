@@ -237,7 +237,10 @@ fn run(state: &State, weak: &Weak<Backend>) {
                 // a second run.
                 Err(CallError::Redis(_) | CallError::Busy(_)) => {
                     leases.live[at].lost.lose();
-                    leases.live[at].due = Instant::now() + every / 3;
+                    // No faster than every 10 ms: a tiny lease against a
+                    // dead server would otherwise spin this thread.
+                    leases.live[at].due =
+                        Instant::now() + (every / 3).max(Duration::from_millis(10));
                 }
                 _ => leases.live.swap_remove(at).lost.lose(),
             }
