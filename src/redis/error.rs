@@ -45,6 +45,9 @@ pub enum ErrorKind {
     Cluster,
     /// The server is a read-only replica (`READONLY`).
     Replica,
+    /// No sentinel asked monitors the primary name given to
+    /// [`RedisGroup::open_sentinel`](super::RedisGroup::open_sentinel).
+    UnknownPrimary,
     /// The server is loading its data or running a long script
     /// (`LOADING`, `BUSY`).
     Busy,
@@ -78,6 +81,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Tls => "TLS failed",
             ErrorKind::Cluster => "cluster error",
             ErrorKind::Replica => "read-only replica",
+            ErrorKind::UnknownPrimary => "primary name unknown to the sentinels",
             ErrorKind::Busy => "server busy",
             ErrorKind::Server => "server error",
             ErrorKind::Malformed => "malformed data",
@@ -128,9 +132,10 @@ impl Error {
             | ErrorKind::Busy
             | ErrorKind::Server
             | ErrorKind::LocalLimit => FallbackReason::Unavailable,
-            ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::Tls => {
-                FallbackReason::Misconfigured
-            }
+            ErrorKind::Authentication
+            | ErrorKind::Permission
+            | ErrorKind::Tls
+            | ErrorKind::UnknownPrimary => FallbackReason::Misconfigured,
             ErrorKind::Malformed => FallbackReason::Malformed,
             ErrorKind::PayloadTooLarge => FallbackReason::PayloadTooLarge,
             ErrorKind::Unencodable => FallbackReason::Unencodable,
@@ -170,6 +175,7 @@ impl Error {
             )
             | redis::ErrorKind::ClusterConnectionNotFound => ErrorKind::Cluster,
             redis::ErrorKind::Server(Server::ReadOnly) => ErrorKind::Replica,
+            redis::ErrorKind::MasterNameNotFoundBySentinel => ErrorKind::UnknownPrimary,
             redis::ErrorKind::Server(Server::BusyLoading) => ErrorKind::Busy,
             _ if code == "BUSY" => ErrorKind::Busy,
             redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => {
