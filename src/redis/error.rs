@@ -182,6 +182,11 @@ impl Error {
                 ErrorKind::Malformed
             }
             _ if e.is_timeout() => ErrorKind::Timeout,
+            // Before the TLS marks: rustls reports a peer that closed the
+            // connection (a killed server, a proxy whose backend is down)
+            // as "peer closed connection without sending TLS close_notify",
+            // an outage, not a TLS setup to fix.
+            _ if e.is_connection_dropped() => ErrorKind::Unreachable,
             _ if is_tls(&text) => ErrorKind::Tls,
             redis::ErrorKind::Io | redis::ErrorKind::Client => ErrorKind::Unreachable,
             _ => ErrorKind::Server,
@@ -269,3 +274,30 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TLS peer that closed the connection is an outage: rustls names
+    /// TLS in its text, but the breaker must still count it.
+    #[test]
+    fn a_tls_peer_that_hung_up_is_unreachable_not_misconfigured() {
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: \
+             https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+        );
+        let err = Error::from_redis(&redis::RedisError::from(eof));
+        assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+        assert!(err.is_outage());
+        // A refused certificate stays a TLS error.
+        let bad_cert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        let err = Error::from_redis(&redis::RedisError::from(bad_cert));
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+        assert!(!err.is_outage());
+    }
+}
