@@ -69,8 +69,13 @@ impl Lease {
     /// The flight's fencing token: strictly greater than every token handed
     /// out earlier for this key by any process using the same Redis
     /// deployment and namespace. Tokens are seeded from the server's clock
-    /// in microseconds, so a counter lost to a failover or its TTL still
-    /// gives a larger token, as long as the server clocks do not step back.
+    /// in microseconds, so a counter lost to its TTL, a restart without
+    /// persistence or a failover still gives a larger token, as long as no
+    /// server's clock steps back and a promoted replica's clock is not
+    /// behind the old primary's by more than the failover took (keep the
+    /// servers on NTP). The counter is replicated asynchronously like the
+    /// lease: a failover that loses both lets a second leader start while
+    /// the first still runs, and only the clocks order their tokens then.
     ///
     /// `None` when `f` runs without a lease: a fallback of
     /// [`work_fenced`](super::RedisGroup::work_fenced) (Redis unavailable,
