@@ -88,8 +88,8 @@ impl Lease {
     }
 
     /// Whether the lease is known to be lost: a renewal found another
-    /// holder or failed, or the lease's time ran out with no renewal
-    /// confirmed. A `false` answer is no guarantee (the process may be
+    /// holder, or the lease's time ran out with no renewal confirmed (a
+    /// failed renewal is tried again while the lease lasts). A `false` answer is no guarantee (the process may be
     /// paused right after asking): only the fencing token, checked by the
     /// store, is. Long `f`s can check it between steps and stop early.
     /// Always `false` without a lease.

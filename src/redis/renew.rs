@@ -51,7 +51,8 @@ struct Live {
 /// What a running leader knows about its lease, shared with the renewal
 /// thread and with the [`Lease`](super::Lease) handed to `f`.
 pub(super) struct Held {
-    /// A renewal answered "not ours" or failed.
+    /// A renewal answered "not ours", or renewals failed until the lease's
+    /// time ran out.
     lost: AtomicBool,
     /// When the lease runs out unless renewed again, in nanoseconds after
     /// `epoch`: counted from before the command that set or renewed it, so
@@ -84,8 +85,8 @@ impl Held {
         self.lost.store(true, Ordering::Release);
     }
 
-    /// Whether the lease is known lost: a renewal said so or failed, or its
-    /// time ran out with no renewal confirmed (a paused process finds out
+    /// Whether the lease is known lost: a renewal said so, or its time ran
+    /// out with no renewal confirmed (a paused process finds out
     /// here before its renewal thread runs again).
     pub(super) fn is_lost(&self) -> bool {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -107,7 +108,7 @@ pub(super) struct Renewal<'a> {
 
 impl Renewal<'_> {
     /// Stops renewing and tells whether the lease was lost meanwhile (a
-    /// "not ours" reply or a failed renewal).
+    /// "not ours" reply, or renewals that failed until its time ran out).
     pub(super) fn stop(self) -> bool {
         self.lost.lost.load(Ordering::Acquire)
     }
@@ -224,11 +225,19 @@ fn run(state: &State, weak: &Weak<Backend>) {
             let Some(at) = leases.live.iter().position(|l| l.id == id) else {
                 continue; // the flight ended meanwhile
             };
-            if matches!(renewed, Ok(LeaseState::Held)) {
-                leases.live[at].due = Instant::now() + every;
-                leases.live[at].lost.extended(sent);
-            } else {
-                leases.live.swap_remove(at).lost.lose();
+            match renewed {
+                Ok(LeaseState::Held) => {
+                    leases.live[at].due = Instant::now() + every;
+                    leases.live[at].lost.extended(sent);
+                }
+                // A failed renewal (a timeout, a dead connection) is tried
+                // again while the lease may still be ours: giving up at the
+                // first one turned a blip shorter than the lease into a
+                // lease that lapsed under a running `f`.
+                Err(_) if !leases.live[at].lost.is_lost() => {
+                    leases.live[at].due = Instant::now() + every / 2;
+                }
+                Ok(LeaseState::Lost) | Err(_) => leases.live.swap_remove(at).lost.lose(),
             }
         }
     }
