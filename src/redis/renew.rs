@@ -54,6 +54,8 @@ pub(super) struct Held {
     /// A renewal answered "not ours", or renewals failed until the lease's
     /// time ran out.
     lost: AtomicBool,
+    /// The last renewal failed (no answer): it is being tried again.
+    failing: AtomicBool,
     /// When the lease runs out unless renewed again, in nanoseconds after
     /// `epoch`: counted from before the command that set or renewed it, so
     /// it never ends later here than in Redis (clock rates aside).
@@ -67,6 +69,7 @@ impl Held {
     pub(super) fn new(sent: Instant, lease: Duration) -> Self {
         let held = Held {
             lost: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             expires: AtomicU64::new(0),
             epoch: sent,
             lease,
@@ -107,10 +110,10 @@ pub(super) struct Renewal<'a> {
 }
 
 impl Renewal<'_> {
-    /// Stops renewing and tells whether the lease was lost meanwhile (a
-    /// "not ours" reply, or renewals that failed until its time ran out).
+    /// Stops renewing and tells whether the lease was lost meanwhile, or
+    /// may have been: a "not ours" reply, or a last renewal that failed.
     pub(super) fn stop(self) -> bool {
-        self.lost.lost.load(Ordering::Acquire)
+        self.lost.lost.load(Ordering::Acquire) || self.lost.failing.load(Ordering::Acquire)
     }
 }
 
@@ -229,6 +232,7 @@ fn run(state: &State, weak: &Weak<Backend>) {
                 Ok(LeaseState::Held) => {
                     leases.live[at].due = Instant::now() + every;
                     leases.live[at].lost.extended(sent);
+                    leases.live[at].lost.failing.store(false, Ordering::Release);
                 }
                 // A failed renewal (a timeout, a dead connection) is tried
                 // again while the lease may still be ours: giving up at the
@@ -236,6 +240,7 @@ fn run(state: &State, weak: &Weak<Backend>) {
                 // lease that lapsed under a running `f`.
                 Err(_) if !leases.live[at].lost.is_lost() => {
                     leases.live[at].due = Instant::now() + every / 2;
+                    leases.live[at].lost.failing.store(true, Ordering::Release);
                 }
                 Ok(LeaseState::Lost) | Err(_) => leases.live.swap_remove(at).lost.lose(),
             }
