@@ -109,8 +109,11 @@ impl<K, V> RedisGroup<K, V> {
     /// instead of sharing a blocked reader: from every 2 ms backing off to
     /// every 50 ms, which bounds how late it sees a result. When a master
     /// dies, its keys fall back (and may open the breaker) until its
-    /// replica is promoted; results it had not replicated are lost with it,
-    /// and their followers take over after the lease.
+    /// replica is promoted. The cluster client retries timeouts twice, so a
+    /// call on a hung node costs up to three I/O timeouts, and a new
+    /// connection to a hung cluster up to one per node. Results a dead
+    /// master had not replicated are lost with it, and their followers
+    /// take over after the lease.
     ///
     /// # Errors
     ///
