@@ -255,7 +255,17 @@ fn a_hung_cluster_costs_bounded_time() {
     let err = within(bound, move || open().try_work("fresh", || 3).unwrap_err());
     println!("fresh: {:?}: {err}", start.elapsed());
     assert_eq!(err.reason(), FallbackReason::Unavailable, "{err}");
+    // check() on the hung cluster: an error, no panic, no hang.
+    let checked = std::sync::Arc::clone(&warm);
+    let health = within(bound, move || checked.check(1));
+    assert!(health.error.is_some(), "{health:?}");
     for node in &cluster.nodes {
         node.pause(false);
     }
+    // One master just killed (before its replica takes over): check()
+    // reports an error or a partial picture, and never panics.
+    cluster.nodes[0].kill();
+    let checked = std::sync::Arc::clone(&warm);
+    let health = within(bound, move || checked.check(1));
+    println!("one master dead: {health:?}");
 }
