@@ -205,16 +205,36 @@ impl Error {
     }
 
     /// Exactly what failed.
+    ///
+    /// # Examples
+    ///
+    /// See [`Error`].
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// What a failing-open call reports for this error.
+    ///
+    /// # Examples
+    ///
+    /// See [`Error`].
     pub fn reason(&self) -> FallbackReason {
         self.reason
     }
 
     /// What exactly went wrong (a Redis error, a decode error, …).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+    ///
+    /// let group: RedisGroup<String, u64> =
+    ///     RedisGroup::open("redis://127.0.0.1:1", RedisConfig::new("demo", 1)).unwrap();
+    /// if let Err(err) = group.try_work("k", || 42) {
+    ///     eprintln!("not deduplicated ({}): {}", err.kind(), err.detail());
+    /// }
+    /// ```
     pub fn detail(&self) -> &str {
         &self.detail
     }

@@ -46,6 +46,16 @@ pub struct Health {
 
 impl Health {
     /// Whether the server answered and nothing needs attention.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_singleflight::redis::Health;
+    ///
+    /// // What `check` returns is never built by hand; the default is a
+    /// // healthy report with nothing in it.
+    /// assert!(Health::default().is_ok());
+    /// ```
     pub fn is_ok(&self) -> bool {
         self.error.is_none() && self.warnings.is_empty()
     }

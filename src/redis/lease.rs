@@ -83,6 +83,10 @@ impl Lease {
     /// should refuse then, or use
     /// [`try_work_fenced`](super::RedisGroup::try_work_fenced), which never
     /// runs `f` without one.
+    ///
+    /// # Examples
+    ///
+    /// See [`Lease`].
     pub fn fencing_token(&self) -> Option<u64> {
         self.fencing_token
     }
@@ -93,6 +97,25 @@ impl Lease {
     /// paused right after asking): only the fencing token, checked by the
     /// store, is. Long `f`s can check it between steps and stop early.
     /// Always `false` without a lease.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+    ///
+    /// let group: RedisGroup<String, u32> =
+    ///     RedisGroup::open("redis://127.0.0.1:6379", RedisConfig::new("batch", 1)).unwrap();
+    /// let done = group.work_fenced("nightly", |lease| {
+    ///     let mut steps = 0;
+    ///     for _ in 0..100 {
+    ///         if lease.is_lost() {
+    ///             break; // another process may be running it now: stop early
+    ///         }
+    ///         steps += 1; // one step of the long job
+    ///     }
+    ///     steps
+    /// });
+    /// ```
     pub fn is_lost(&self) -> bool {
         self.held.as_ref().is_some_and(|held| held.is_lost())
     }
