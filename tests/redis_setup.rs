@@ -249,3 +249,33 @@ fn check_works_on_a_server_whose_info_takes_one_section() {
     assert_eq!(health.mode, "standalone");
     assert!(health.is_ok(), "{health:?}");
 }
+
+/// A fresh dial to a hung server (accepted by the kernel, never answered)
+/// gives up within the timeouts, with and without a password to send.
+#[test]
+fn a_fresh_dial_to_a_hung_server_gives_up() {
+    for password in [None, Some("pw")] {
+        let server = match password {
+            Some(pw) => RedisServer::start_with_password(pw),
+            None => RedisServer::start(),
+        };
+        let url = match password {
+            Some(pw) => server.url_as("default", pw),
+            None => server.url(),
+        };
+        server.pause(true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let group = replica::<u32>(&url, config("hungdial"));
+            let start = std::time::Instant::now();
+            let err = group.try_work("k", || 1).unwrap_err();
+            let _ = tx.send((start.elapsed(), err));
+        });
+        let (took, err) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("a dial to a hung server hung (password {password:?})"));
+        server.pause(false);
+        println!("password {password:?}: {took:?} {err}");
+        assert_eq!(err.reason(), FallbackReason::Unavailable, "{err}");
+    }
+}
