@@ -269,3 +269,31 @@ fn a_hung_cluster_costs_bounded_time() {
     let health = within(bound, move || checked.check(1));
     println!("one master dead: {health:?}");
 }
+
+/// A wrong password on a cluster is an authentication error, as on one
+/// server: a setup to fix, which never opens the breaker.
+#[test]
+fn a_wrong_cluster_password_is_an_authentication_error() {
+    let cluster = RedisCluster::start(3);
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("pw")
+            .query(&mut node.connection())
+            .unwrap();
+    }
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("redis://:nope@127.0.0.1:{}", n.port()))
+        .collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let group = RedisGroup::<String, u32>::open_cluster(&urls, cluster_config()).unwrap();
+    for _ in 0..5 {
+        let err = group.try_work("k", || 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+        assert_eq!(err.reason(), FallbackReason::Misconfigured, "{err}");
+    }
+    assert_eq!(group.stats().breaker_opens, 0);
+}

@@ -162,6 +162,16 @@ impl Error {
             }
             redis::ErrorKind::AuthenticationFailed => ErrorKind::Authentication,
             _ if matches!(code, "NOAUTH" | "WRONGPASS") => ErrorKind::Authentication,
+            // The cluster client folds every startup node's failure into one
+            // I/O error ("Failed to connect to each cluster node (…:
+            // Password authentication failed - AuthenticationFailed; …)"):
+            // a node that refused our credentials makes it a setup to fix.
+            _ if ["AuthenticationFailed", "WRONGPASS", "NOAUTH"]
+                .iter()
+                .any(|mark| text.contains(mark)) =>
+            {
+                ErrorKind::Authentication
+            }
             redis::ErrorKind::Server(Server::NoPerm) => ErrorKind::Permission,
             // Inside a script an ACL refusal is a plain error reply.
             _ if text.contains("user executing the script can't") => ErrorKind::Permission,
@@ -182,11 +192,6 @@ impl Error {
                 ErrorKind::Malformed
             }
             _ if e.is_timeout() => ErrorKind::Timeout,
-            // Before the TLS marks: rustls reports a peer that closed the
-            // connection (a killed server, a proxy whose backend is down)
-            // as "peer closed connection without sending TLS close_notify",
-            // an outage, not a TLS setup to fix.
-            _ if e.is_connection_dropped() => ErrorKind::Unreachable,
             _ if is_tls(&text) => ErrorKind::Tls,
             redis::ErrorKind::Io | redis::ErrorKind::Client => ErrorKind::Unreachable,
             _ => ErrorKind::Server,
@@ -254,7 +259,14 @@ impl Error {
 /// text is all there is: rustls names a refused certificate, a non-TLS peer
 /// ("corrupt message"), a failed handshake or the server's alert (such as
 /// `CertificateRequired`).
+///
+/// Not rustls's "peer closed connection without sending TLS close_notify":
+/// that is a peer that hung up (a killed server, a proxy whose backend is
+/// down), an outage rather than a TLS setup to fix.
 fn is_tls(text: &str) -> bool {
+    if text.contains("close_notify") {
+        return false;
+    }
     [
         "certificate",
         "corrupt message",
@@ -319,5 +331,35 @@ mod tests {
         let err = Error::from_redis(&redis::RedisError::from(bad_cert));
         assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
         assert!(!err.is_outage());
+    }
+
+    /// The cluster client's one I/O error for all its startup nodes: told
+    /// apart by what the nodes said.
+    #[test]
+    fn a_cluster_startup_failure_says_what_the_nodes_said() {
+        let startup = |detail: &str| {
+            Error::from_redis(&redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "It failed to check startup nodes.",
+                detail.to_string(),
+            )))
+        };
+        let auth = startup(
+            "Failed to connect to each cluster node (127.0.0.1:7000: Password \
+             authentication failed - AuthenticationFailed)",
+        );
+        assert_eq!(auth.kind(), ErrorKind::Authentication, "{auth}");
+        assert!(!auth.is_outage());
+        let tls = startup(
+            "Failed to connect to each cluster node (127.0.0.1:7000: invalid peer \
+             certificate: UnknownIssuer)",
+        );
+        assert_eq!(tls.kind(), ErrorKind::Tls, "{tls}");
+        let down = startup(
+            "Failed to connect to each cluster node (127.0.0.1:7000: Connection \
+             refused (os error 111))",
+        );
+        assert_eq!(down.kind(), ErrorKind::Unreachable, "{down}");
+        assert!(down.is_outage());
     }
 }
