@@ -93,9 +93,9 @@ impl Lease {
 
     /// Whether the lease is known to be lost: a renewal found another
     /// holder, or the lease's time ran out with no renewal confirmed (a
-    /// failed renewal is tried again while the lease lasts). A `false` answer is no guarantee (the process may be
-    /// paused right after asking): only the fencing token, checked by the
-    /// store, is. Long `f`s can check it between steps and stop early.
+    /// failed renewal is tried again while the lease lasts). A `false`
+    /// answer is no guarantee (the process may be paused right after
+    /// asking): only the fencing token, checked by the store, is. Long `f`s can check it between steps and stop early.
     /// Always `false` without a lease.
     ///
     /// # Examples
