@@ -215,3 +215,85 @@ fn thirty_keys_run_once_per_burst_and_dedup_survives_a_master_failover() {
         w.finish(Duration::from_secs(10));
     }
 }
+
+/// Runs `f` on a thread and fails the test if it has not returned within
+/// `bound`: a hang shows as a failure, not as a test that never ends.
+fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(bound)
+        .unwrap_or_else(|_| panic!("still running after {bound:?}"))
+}
+
+/// Every node hung (SIGSTOP): a call on a pooled connection and one that
+/// must dial both give up within the timeouts, and the breaker opens.
+#[test]
+fn a_hung_cluster_costs_bounded_time() {
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    let open = {
+        let urls = urls.clone();
+        move || {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+            RedisGroup::<String, u32>::open_cluster(&urls, cluster_config()).unwrap()
+        }
+    };
+    let warm = std::sync::Arc::new(open());
+    assert!(warm.try_work("before", || 1).is_ok());
+    for node in &cluster.nodes {
+        node.pause(true);
+    }
+    let bound = Duration::from_secs(15);
+    let pooled = std::sync::Arc::clone(&warm);
+    let start = Instant::now();
+    let err = within(bound, move || pooled.try_work("during", || 2).unwrap_err());
+    println!("pooled: {:?}: {err}", start.elapsed());
+    assert_eq!(err.reason(), FallbackReason::Unavailable, "{err}");
+    let start = Instant::now();
+    let err = within(bound, move || open().try_work("fresh", || 3).unwrap_err());
+    println!("fresh: {:?}: {err}", start.elapsed());
+    assert_eq!(err.reason(), FallbackReason::Unavailable, "{err}");
+    // check() on the hung cluster: an error, no panic, no hang.
+    let checked = std::sync::Arc::clone(&warm);
+    let health = within(bound, move || checked.check(1));
+    assert!(health.error.is_some(), "{health:?}");
+    for node in &cluster.nodes {
+        node.pause(false);
+    }
+    // One master just killed (before its replica takes over): check()
+    // reports an error or a partial picture, and never panics.
+    cluster.nodes[0].kill();
+    let checked = std::sync::Arc::clone(&warm);
+    let health = within(bound, move || checked.check(1));
+    println!("one master dead: {health:?}");
+}
+
+/// A wrong password on a cluster is an authentication error, as on one
+/// server: a setup to fix, which never opens the breaker.
+#[test]
+fn a_wrong_cluster_password_is_an_authentication_error() {
+    let cluster = RedisCluster::start(3);
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("pw")
+            .query(&mut node.connection())
+            .unwrap();
+    }
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("redis://:nope@127.0.0.1:{}", n.port()))
+        .collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let group = RedisGroup::<String, u32>::open_cluster(&urls, cluster_config()).unwrap();
+    for _ in 0..5 {
+        let err = group.try_work("k", || 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+        assert_eq!(err.reason(), FallbackReason::Misconfigured, "{err}");
+    }
+    assert_eq!(group.stats().breaker_opens, 0);
+}

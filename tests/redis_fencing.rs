@@ -210,6 +210,13 @@ fn worker() {
         let start = Barrier::new(threads);
         let create = |lease: &Lease| {
             if *pause == "1" {
+                // Every other caller joins this flight before the pause: a
+                // thread still on its way when A is stopped would join
+                // after the flight ended and lead a second one (reporting
+                // "inside" again) on a loaded machine.
+                wait_until("the other callers joined", LONG, || {
+                    group.stats().local.followers_joined >= threads as u64 - 1
+                });
                 report("inside");
                 assert_eq!(command().as_deref(), Some("resume"));
                 lost.store(lease.is_lost(), Ordering::SeqCst);
@@ -320,4 +327,35 @@ fn with_the_token_the_store_refuses_the_paused_leader() {
     assert!(!a.contains(','), "{a}");
     assert_eq!(a, b);
     assert_eq!(lost, "true");
+}
+
+/// A renewal that fails once (the server hung for less than the lease)
+/// does not end the renewals: the next one keeps the lease, so a blip
+/// shorter than the lease does not hand the key to another process while
+/// `f` still runs.
+#[test]
+fn one_failed_renewal_does_not_stop_the_renewals() {
+    let server = RedisServer::start();
+    let mut cfg = config("blip");
+    cfg.lease = Duration::from_millis(1000);
+    cfg.renew_every = Some(Duration::from_millis(250));
+    cfg.io_timeout = Duration::from_millis(200);
+    cfg.breaker_failures = 100;
+    let group = replica::<bool>(&server.url(), cfg);
+    let mut con = server.connection();
+    let held_after = group.work_fenced("k", |lease| {
+        thread::sleep(Duration::from_millis(50));
+        // Hung across the first renewal (due at 250 ms, given up at 450).
+        server.pause(true);
+        thread::sleep(Duration::from_millis(550));
+        server.pause(false);
+        // Well past the lease since the last renewal Redis ran (at ~600 ms).
+        thread::sleep(Duration::from_millis(1900));
+        let holder: Option<String> = redis::cmd("GET")
+            .arg("sf:blip:v1:{k:k}:lease")
+            .query(&mut con)
+            .unwrap();
+        holder.is_some() && !lease.is_lost()
+    });
+    assert!(held_after, "the lease lapsed after one failed renewal");
 }

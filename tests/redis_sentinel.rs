@@ -119,3 +119,84 @@ fn dedup_follows_the_primary_through_a_sentinel_failover() {
     );
     assert!(recovered < Duration::from_secs(10), "{recovered:?}");
 }
+
+/// A sentinel that takes the connection (the kernel's backlog completes the
+/// handshake) and never answers: a hung or SIGSTOPped sentinel process.
+fn hung_sentinel() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// The first sentinel in the list hangs; the second answers. Every dial
+/// must still find the primary: a hung sentinel costs its timeout, it does
+/// not hide the healthy ones (which is what running three is for).
+#[test]
+fn a_hung_first_sentinel_does_not_hide_the_healthy_ones() {
+    let primary = RedisServer::start();
+    let sentinel = SentinelServer::start(primary.port(), 5000);
+    let (_hung, hung_url) = hung_sentinel();
+    let urls = [hung_url.as_str(), &sentinel.url()];
+    let group = RedisGroup::<String, String>::open_sentinel(
+        &urls,
+        "mymaster",
+        "redis://ignored",
+        config("sentinel-hung"),
+    )
+    .unwrap();
+    let outcome = group.try_work("k", || "v".to_string());
+    assert_eq!(outcome.map(|o| o.source), Ok(Source::Leader));
+}
+
+/// A primary name no sentinel monitors is a setup to fix: a clear error
+/// that names it, and no breaker opened over it.
+#[test]
+fn an_unknown_primary_name_is_a_misconfiguration_not_an_outage() {
+    let primary = RedisServer::start();
+    let sentinel = SentinelServer::start(primary.port(), 5000);
+    let url = sentinel.url();
+    let group = RedisGroup::<String, String>::open_sentinel(
+        &[url.as_str()],
+        "nosuchmaster",
+        "redis://ignored",
+        config("sentinel-name"),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let err = group.try_work("k", || "v".to_string()).unwrap_err();
+        assert_eq!(
+            err.reason(),
+            sync_singleflight::redis::FallbackReason::Misconfigured,
+            "{err}"
+        );
+        assert!(err.detail().contains("nosuchmaster"), "{err}");
+    }
+}
+
+/// Every sentinel down: each call fails fast as unreachable, nobody hangs.
+#[test]
+fn all_sentinels_down_fail_fast() {
+    let (_a, a) = hung_sentinel();
+    let dead = format!("redis://127.0.0.1:{}", redis_support::free_port());
+    let mut cfg = config("sentinel-down");
+    cfg.breaker_failures = 100;
+    let group = RedisGroup::<String, String>::open_sentinel(
+        &[dead.as_str(), a.as_str()],
+        "mymaster",
+        "redis://ignored",
+        cfg.clone(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let err = group.try_work("k", || "v".to_string()).unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(
+        err.reason(),
+        sync_singleflight::redis::FallbackReason::Unavailable,
+        "{err}"
+    );
+    // Each sentinel within the connect and I/O timeouts, and some slack
+    // for a loaded machine.
+    let bound = (cfg.connect_timeout + cfg.io_timeout) * 2 + Duration::from_secs(2);
+    assert!(took < bound, "{took:?}");
+}

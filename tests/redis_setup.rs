@@ -193,3 +193,89 @@ fn rediss_without_the_tls_feature_names_the_feature() {
     .unwrap_err();
     assert!(err.to_string().contains("redis-tls"), "{err}");
 }
+
+/// A stand-in for a Redis 6 server: answers `PING` and `INFO` the way
+/// Redis 6.2 does, where `INFO` takes one section at most (several are
+/// Redis 7.0's) and anything more is `ERR syntax error`.
+fn fake_redis6() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut lines = BufReader::new(stream).lines();
+                while let Some(Ok(head)) = lines.next() {
+                    let n: usize = head.trim_start_matches('*').parse().unwrap_or(0);
+                    let mut args = Vec::new();
+                    for _ in 0..n {
+                        let _len = lines.next();
+                        args.push(lines.next().and_then(Result::ok).unwrap_or_default());
+                    }
+                    let name = args.first().map(|a| a.to_ascii_uppercase());
+                    let reply = match name.as_deref() {
+                        Some("PING") => "+PONG\r\n".to_string(),
+                        Some("INFO") if args.len() <= 2 => {
+                            let body = "# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n\
+                                        # Clients\r\nconnected_clients:1\r\n\
+                                        # Memory\r\nmaxmemory_policy:noeviction\r\n\
+                                        # Replication\r\nrole:master\r\n";
+                            format!("${}\r\n{body}\r\n", body.len())
+                        }
+                        Some("INFO") => "-ERR syntax error\r\n".to_string(),
+                        _ => "-ERR unknown command\r\n".to_string(),
+                    };
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `check` works on Redis 5 and 6, which the protocol supports: their
+/// `INFO` takes one section.
+#[test]
+fn check_works_on_a_server_whose_info_takes_one_section() {
+    let port = fake_redis6();
+    let group = replica::<u32>(&format!("redis://127.0.0.1:{port}"), config("check6"));
+    let health = group.check(1);
+    assert!(health.error.is_none(), "{health:?}");
+    assert_eq!(health.version, "6.2.14");
+    assert_eq!(health.mode, "standalone");
+    assert!(health.is_ok(), "{health:?}");
+}
+
+/// A fresh dial to a hung server (accepted by the kernel, never answered)
+/// gives up within the timeouts, with and without a password to send.
+#[test]
+fn a_fresh_dial_to_a_hung_server_gives_up() {
+    for password in [None, Some("pw")] {
+        let server = match password {
+            Some(pw) => RedisServer::start_with_password(pw),
+            None => RedisServer::start(),
+        };
+        let url = match password {
+            Some(pw) => server.url_as("default", pw),
+            None => server.url(),
+        };
+        server.pause(true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let group = replica::<u32>(&url, config("hungdial"));
+            let start = std::time::Instant::now();
+            let err = group.try_work("k", || 1).unwrap_err();
+            let _ = tx.send((start.elapsed(), err));
+        });
+        let (took, err) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("a dial to a hung server hung (password {password:?})"));
+        server.pause(false);
+        println!("password {password:?}: {took:?} {err}");
+        assert_eq!(err.reason(), FallbackReason::Unavailable, "{err}");
+    }
+}

@@ -281,3 +281,20 @@ fn client_certificates_are_presented_when_the_server_asks() {
     let refused = RedisGroup::<String, u32>::open(&server.url(), tls_config("mtls", half));
     assert!(refused.unwrap_err().to_string().contains("key"));
 }
+
+/// `TlsConfig`'s docs: "The `redis://` scheme ignores it." A group with a
+/// CA configured and a plain URL (a service whose URL comes from the
+/// environment, TLS in production and not in development) opens and works.
+#[test]
+fn a_tls_config_is_ignored_by_plain_urls() {
+    let ca = ca("test CA");
+    let plain = RedisServer::start();
+    let tls = TlsConfig::with_ca(ca.pem().into_bytes());
+    let opened = RedisGroup::<String, u32>::open(&plain.url(), tls_config("plain", tls.clone()));
+    let group = opened.expect("a plain URL ignores the TLS configuration");
+    assert_eq!(group.try_work("k", || 1).unwrap().source, Source::Leader);
+    let urls = [plain.url()];
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let cluster = RedisGroup::<String, u32>::open_cluster(&urls, tls_config("plain", tls));
+    assert!(cluster.is_ok(), "{:?}", cluster.err());
+}

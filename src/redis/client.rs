@@ -128,10 +128,12 @@ pub(super) fn single(url: &str, config: &RedisConfig) -> Result<Client, ConfigEr
     client(connection_info(url)?, config).map_err(|e| bad_url(url, &e))
 }
 
-/// A client for `info`, with the configured TLS certificates if any.
+/// A client for `info`, with the configured TLS certificates if any and
+/// `info` is a `rediss://` one (a plain URL ignores them, as
+/// [`TlsConfig`](super::TlsConfig) says; the `redis` crate would refuse).
 pub(super) fn client(info: ConnectionInfo, config: &RedisConfig) -> RedisResult<Client> {
     #[cfg(feature = "redis-tls")]
-    if config.tls.is_custom() {
+    if config.tls.is_custom() && matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
         let certificates = config.tls.certificates().map_err(|why| {
             redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,

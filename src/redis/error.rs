@@ -45,6 +45,9 @@ pub enum ErrorKind {
     Cluster,
     /// The server is a read-only replica (`READONLY`).
     Replica,
+    /// No sentinel asked monitors the primary name given to
+    /// [`RedisGroup::open_sentinel`](super::RedisGroup::open_sentinel).
+    UnknownPrimary,
     /// The server is loading its data or running a long script
     /// (`LOADING`, `BUSY`).
     Busy,
@@ -78,6 +81,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Tls => "TLS failed",
             ErrorKind::Cluster => "cluster error",
             ErrorKind::Replica => "read-only replica",
+            ErrorKind::UnknownPrimary => "primary name unknown to the sentinels",
             ErrorKind::Busy => "server busy",
             ErrorKind::Server => "server error",
             ErrorKind::Malformed => "malformed data",
@@ -128,9 +132,10 @@ impl Error {
             | ErrorKind::Busy
             | ErrorKind::Server
             | ErrorKind::LocalLimit => FallbackReason::Unavailable,
-            ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::Tls => {
-                FallbackReason::Misconfigured
-            }
+            ErrorKind::Authentication
+            | ErrorKind::Permission
+            | ErrorKind::Tls
+            | ErrorKind::UnknownPrimary => FallbackReason::Misconfigured,
             ErrorKind::Malformed => FallbackReason::Malformed,
             ErrorKind::PayloadTooLarge => FallbackReason::PayloadTooLarge,
             ErrorKind::Unencodable => FallbackReason::Unencodable,
@@ -157,6 +162,16 @@ impl Error {
             }
             redis::ErrorKind::AuthenticationFailed => ErrorKind::Authentication,
             _ if matches!(code, "NOAUTH" | "WRONGPASS") => ErrorKind::Authentication,
+            // The cluster client folds every startup node's failure into one
+            // I/O error ("Failed to connect to each cluster node (…:
+            // Password authentication failed - AuthenticationFailed; …)"):
+            // a node that refused our credentials makes it a setup to fix.
+            _ if ["AuthenticationFailed", "WRONGPASS", "NOAUTH"]
+                .iter()
+                .any(|mark| text.contains(mark)) =>
+            {
+                ErrorKind::Authentication
+            }
             redis::ErrorKind::Server(Server::NoPerm) => ErrorKind::Permission,
             // Inside a script an ACL refusal is a plain error reply.
             _ if text.contains("user executing the script can't") => ErrorKind::Permission,
@@ -170,6 +185,7 @@ impl Error {
             )
             | redis::ErrorKind::ClusterConnectionNotFound => ErrorKind::Cluster,
             redis::ErrorKind::Server(Server::ReadOnly) => ErrorKind::Replica,
+            redis::ErrorKind::MasterNameNotFoundBySentinel => ErrorKind::UnknownPrimary,
             redis::ErrorKind::Server(Server::BusyLoading) => ErrorKind::Busy,
             _ if code == "BUSY" => ErrorKind::Busy,
             redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => {
@@ -194,16 +210,36 @@ impl Error {
     }
 
     /// Exactly what failed.
+    ///
+    /// # Examples
+    ///
+    /// See [`Error`].
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// What a failing-open call reports for this error.
+    ///
+    /// # Examples
+    ///
+    /// See [`Error`].
     pub fn reason(&self) -> FallbackReason {
         self.reason
     }
 
     /// What exactly went wrong (a Redis error, a decode error, …).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+    ///
+    /// let group: RedisGroup<String, u64> =
+    ///     RedisGroup::open("redis://127.0.0.1:1", RedisConfig::new("demo", 1)).unwrap();
+    /// if let Err(err) = group.try_work("k", || 42) {
+    ///     eprintln!("not deduplicated ({}): {}", err.kind(), err.detail());
+    /// }
+    /// ```
     pub fn detail(&self) -> &str {
         &self.detail
     }
@@ -223,7 +259,14 @@ impl Error {
 /// text is all there is: rustls names a refused certificate, a non-TLS peer
 /// ("corrupt message"), a failed handshake or the server's alert (such as
 /// `CertificateRequired`).
+///
+/// Not rustls's "peer closed connection without sending TLS close_notify":
+/// that is a peer that hung up (a killed server, a proxy whose backend is
+/// down), an outage rather than a TLS setup to fix.
 fn is_tls(text: &str) -> bool {
+    if text.contains("close_notify") {
+        return false;
+    }
     [
         "certificate",
         "corrupt message",
@@ -263,3 +306,60 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TLS peer that closed the connection is an outage: rustls names
+    /// TLS in its text, but the breaker must still count it.
+    #[test]
+    fn a_tls_peer_that_hung_up_is_unreachable_not_misconfigured() {
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: \
+             https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+        );
+        let err = Error::from_redis(&redis::RedisError::from(eof));
+        assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+        assert!(err.is_outage());
+        // A refused certificate stays a TLS error.
+        let bad_cert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        let err = Error::from_redis(&redis::RedisError::from(bad_cert));
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+        assert!(!err.is_outage());
+    }
+
+    /// The cluster client's one I/O error for all its startup nodes: told
+    /// apart by what the nodes said.
+    #[test]
+    fn a_cluster_startup_failure_says_what_the_nodes_said() {
+        let startup = |detail: &str| {
+            Error::from_redis(&redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "It failed to check startup nodes.",
+                detail.to_string(),
+            )))
+        };
+        let auth = startup(
+            "Failed to connect to each cluster node (127.0.0.1:7000: Password \
+             authentication failed - AuthenticationFailed)",
+        );
+        assert_eq!(auth.kind(), ErrorKind::Authentication, "{auth}");
+        assert!(!auth.is_outage());
+        let tls = startup(
+            "Failed to connect to each cluster node (127.0.0.1:7000: invalid peer \
+             certificate: UnknownIssuer)",
+        );
+        assert_eq!(tls.kind(), ErrorKind::Tls, "{tls}");
+        let down = startup(
+            "Failed to connect to each cluster node (127.0.0.1:7000: Connection \
+             refused (os error 111))",
+        );
+        assert_eq!(down.kind(), ErrorKind::Unreachable, "{down}");
+        assert!(down.is_outage());
+    }
+}

@@ -69,8 +69,13 @@ impl Lease {
     /// The flight's fencing token: strictly greater than every token handed
     /// out earlier for this key by any process using the same Redis
     /// deployment and namespace. Tokens are seeded from the server's clock
-    /// in microseconds, so a counter lost to a failover or its TTL still
-    /// gives a larger token, as long as the server clocks do not step back.
+    /// in microseconds, so a counter lost to its TTL, a restart without
+    /// persistence or a failover still gives a larger token, as long as no
+    /// server's clock steps back and a promoted replica's clock is not
+    /// behind the old primary's by more than the failover took (keep the
+    /// servers on NTP). The counter is replicated asynchronously like the
+    /// lease: a failover that loses both lets a second leader start while
+    /// the first still runs, and only the clocks order their tokens then.
     ///
     /// `None` when `f` runs without a lease: a fallback of
     /// [`work_fenced`](super::RedisGroup::work_fenced) (Redis unavailable,
@@ -78,16 +83,39 @@ impl Lease {
     /// should refuse then, or use
     /// [`try_work_fenced`](super::RedisGroup::try_work_fenced), which never
     /// runs `f` without one.
+    ///
+    /// # Examples
+    ///
+    /// See [`Lease`].
     pub fn fencing_token(&self) -> Option<u64> {
         self.fencing_token
     }
 
     /// Whether the lease is known to be lost: a renewal found another
-    /// holder or failed, or the lease's time ran out with no renewal
-    /// confirmed. A `false` answer is no guarantee (the process may be
-    /// paused right after asking): only the fencing token, checked by the
-    /// store, is. Long `f`s can check it between steps and stop early.
+    /// holder, or the lease's time ran out with no renewal confirmed (a
+    /// failed renewal is tried again while the lease lasts). A `false`
+    /// answer is no guarantee (the process may be paused right after
+    /// asking): only the fencing token, checked by the store, is. Long `f`s can check it between steps and stop early.
     /// Always `false` without a lease.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use sync_singleflight::redis::{RedisConfig, RedisGroup};
+    ///
+    /// let group: RedisGroup<String, u32> =
+    ///     RedisGroup::open("redis://127.0.0.1:6379", RedisConfig::new("batch", 1)).unwrap();
+    /// let done = group.work_fenced("nightly", |lease| {
+    ///     let mut steps = 0;
+    ///     for _ in 0..100 {
+    ///         if lease.is_lost() {
+    ///             break; // another process may be running it now: stop early
+    ///         }
+    ///         steps += 1; // one step of the long job
+    ///     }
+    ///     steps
+    /// });
+    /// ```
     pub fn is_lost(&self) -> bool {
         self.held.as_ref().is_some_and(|held| held.is_lost())
     }

@@ -22,10 +22,10 @@
 //!    holder's token and the lease's PTTL. A fenced call also draws the
 //!    key's next fencing token in the same step.
 //! 2. **Lead**: run `f` while the group's renewal thread renews the lease every `lease / 3`
-//!    with a compare-and-PEXPIRE (a "not ours" reply or a failed renewal
-//!    counts as a lost lease; after a failure it retries every third of
-//!    that interval until the lease is found gone; the leader still
-//!    publishes). Then one script
+//!    with a compare-and-PEXPIRE (a "not ours" reply counts as a lost
+//!    lease; a failed renewal is tried again while the lease lasts, and
+//!    counts as lost if the flight ends before one succeeds; the leader
+//!    still publishes). Then one script
 //!    `XADD`s the result to the flight's own stream `…:done:<token>`, sets
 //!    its TTL and deletes the lease if it is still ours.
 //! 3. **Follow**: wait for the first entry of the holder's stream for the

@@ -3,7 +3,6 @@
 //! Sentinel ([`open_sentinel`](RedisGroup::open_sentinel)), or a Redis
 //! Cluster ([`open_cluster`](RedisGroup::open_cluster)).
 
-use redis::Client;
 use redis::cluster::ClusterClient;
 
 use super::client::{self, Dialer};
@@ -41,7 +40,9 @@ impl<K, V> RedisGroup<K, V> {
 
     /// A group on the primary that Redis Sentinel monitors under
     /// `primary_name`, asking the `sentinels` (`redis://host:port` URLs,
-    /// with the sentinels' own credentials if they need any) in turn.
+    /// with the sentinels' own credentials if they need any; `rediss://`
+    /// ones use [`RedisConfig::tls`](super::RedisConfig) like the primary)
+    /// in turn.
     ///
     /// `primary_url` gives everything about the primary but its address:
     /// scheme (`rediss://` for TLS), user, password and database, as in
@@ -86,8 +87,9 @@ impl<K, V> RedisGroup<K, V> {
         let sentinels = sentinels
             .iter()
             .map(|url| {
-                client::connection_info(url)
-                    .and_then(|info| Client::open(info).map_err(|e| client::bad_url(url, &e)))
+                client::connection_info(url).and_then(|info| {
+                    client::client(info, &config).map_err(|e| client::bad_url(url, &e))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let primary = client::connection_info(primary_url)?;
@@ -109,8 +111,11 @@ impl<K, V> RedisGroup<K, V> {
     /// instead of sharing a blocked reader: from every 2 ms backing off to
     /// every 50 ms, which bounds how late it sees a result. When a master
     /// dies, its keys fall back (and may open the breaker) until its
-    /// replica is promoted; results it had not replicated are lost with it,
-    /// and their followers take over after the lease.
+    /// replica is promoted. The cluster client retries timeouts twice, so a
+    /// call on a hung node costs up to three I/O timeouts, and a new
+    /// connection to a hung cluster up to one per node. Results a dead
+    /// master had not replicated are lost with it, and their followers
+    /// take over after the lease.
     ///
     /// # Errors
     ///

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, By, millis};
-use super::reply::{CallError, LeaseState};
+use super::reply::LeaseState;
 
 /// How long the thread lingers with nothing to do (at least).
 const IDLE: Duration = Duration::from_secs(1);
@@ -51,8 +51,11 @@ struct Live {
 /// What a running leader knows about its lease, shared with the renewal
 /// thread and with the [`Lease`](super::Lease) handed to `f`.
 pub(super) struct Held {
-    /// A renewal answered "not ours" or failed.
+    /// A renewal answered "not ours", or renewals failed until the lease's
+    /// time ran out.
     lost: AtomicBool,
+    /// The last renewal failed (no answer): it is being tried again.
+    failing: AtomicBool,
     /// When the lease runs out unless renewed again, in nanoseconds after
     /// `epoch`: counted from before the command that set or renewed it, so
     /// it never ends later here than in Redis (clock rates aside).
@@ -66,6 +69,7 @@ impl Held {
     pub(super) fn new(sent: Instant, lease: Duration) -> Self {
         let held = Held {
             lost: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             expires: AtomicU64::new(0),
             epoch: sent,
             lease,
@@ -84,8 +88,8 @@ impl Held {
         self.lost.store(true, Ordering::Release);
     }
 
-    /// Whether the lease is known lost: a renewal said so or failed, or its
-    /// time ran out with no renewal confirmed (a paused process finds out
+    /// Whether the lease is known lost: a renewal said so, or its time ran
+    /// out with no renewal confirmed (a paused process finds out
     /// here before its renewal thread runs again).
     pub(super) fn is_lost(&self) -> bool {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -106,10 +110,10 @@ pub(super) struct Renewal<'a> {
 }
 
 impl Renewal<'_> {
-    /// Stops renewing and tells whether the lease was lost meanwhile (a
-    /// "not ours" reply or a failed renewal).
+    /// Stops renewing and tells whether the lease was lost meanwhile, or
+    /// may have been: a "not ours" reply, or a last renewal that failed.
     pub(super) fn stop(self) -> bool {
-        self.lost.lost.load(Ordering::Acquire)
+        self.lost.lost.load(Ordering::Acquire) || self.lost.failing.load(Ordering::Acquire)
     }
 }
 
@@ -228,21 +232,20 @@ fn run(state: &State, weak: &Weak<Backend>) {
                 Ok(LeaseState::Held) => {
                     leases.live[at].due = Instant::now() + every;
                     leases.live[at].lost.extended(sent);
+                    leases.live[at].lost.failing.store(false, Ordering::Release);
                 }
-                // A timeout or a dead or busy server: the lease may still be
-                // ours for the rest of its time, and the next renewal that
-                // gets through keeps it (compare-and-PEXPIRE: harmless if
-                // it is not). Reported lost at once, but renewals go on:
-                // giving up here turned a blip shorter than the lease into
-                // a second run.
-                Err(CallError::Redis(_) | CallError::Busy(_)) => {
-                    leases.live[at].lost.lose();
+                // A failed renewal (a timeout, a dead connection) is tried
+                // again while the lease may still be ours: giving up at the
+                // first one turned a blip shorter than the lease into a
+                // lease that lapsed under a running `f`.
+                Err(_) if !leases.live[at].lost.is_lost() => {
                     // No faster than every 10 ms: a tiny lease against a
                     // dead server would otherwise spin this thread.
                     leases.live[at].due =
-                        Instant::now() + (every / 3).max(Duration::from_millis(10));
+                        Instant::now() + (every / 2).max(Duration::from_millis(10));
+                    leases.live[at].lost.failing.store(true, Ordering::Release);
                 }
-                _ => leases.live.swap_remove(at).lost.lose(),
+                Ok(LeaseState::Lost) | Err(_) => leases.live.swap_remove(at).lost.lose(),
             }
         }
     }

@@ -23,15 +23,28 @@ use super::reply::{self, Acquire, CallError, Entry, LeaseState, Malformed, Statu
 /// Retry-safe: a lease that already holds the caller's token answers
 /// "acquired" again (the first attempt's reply was lost), with the token
 /// the counter got then (nobody else can have drawn one while we hold the
-/// lease). That check comes before the followed stream's: if that flight
-/// published between the two attempts, answering "done" would leave the
-/// lease the first attempt set to block every other process for a whole
-/// lease, with nobody to renew, publish or release it.
+/// lease), or a new one if the counter expired meanwhile (a `fence_ttl`
+/// shorter than the lost reply took): the lost reply's token reached
+/// nobody, so skipping it keeps the tokens increasing. That check comes
+/// before the followed stream's: if that flight published between the two
+/// attempts, answering "done" would leave the lease the first attempt set
+/// to block every other process for a whole lease, with nobody to renew,
+/// publish or release it.
 const ACQUIRE: &str = r#"
+local function draw()
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  local fence = math.max(last + 1, now)
+  redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[4])
+  return fence
+end
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   if ARGV[3] ~= '1' then return {'acquired'} end
-  return {'acquired', tonumber(redis.call('GET', KEYS[2]) or '0') or 0}
+  local kept = redis.call('GET', KEYS[2])
+  if not kept then return {'acquired', draw()} end
+  return {'acquired', tonumber(kept) or 0}
 end
 if #KEYS > 2 then
   local e = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
@@ -39,12 +52,7 @@ if #KEYS > 2 then
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[3] ~= '1' then return {'acquired'} end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  local fence = math.max(last + 1, now)
-  redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[4])
-  return {'acquired', fence}
+  return {'acquired', draw()}
 end
 return {'held', holder, redis.call('PTTL', KEYS[1])}
 "#;
@@ -451,5 +459,40 @@ mod tests {
             .unwrap();
         let err = s.acquire(&mut con, &claim("t3", None, None)).unwrap_err();
         assert!(matches!(err, CallError::Redis(e) if e.to_string().contains("WRONGTYPE")));
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    /// A retried fenced acquire (its first reply lost) whose counter has
+    /// expired meanwhile (a `fence_ttl` shorter than the reply took) still
+    /// gets a token, above the one the lost reply carried.
+    #[test]
+    fn a_retried_fenced_acquire_survives_its_counter_expiring() {
+        let server = super::test_server::RedisServer::start();
+        let mut con = server.connection();
+        let s = Scripts::new();
+        let claim = Claim {
+            lease_key: "sf:r:v1:{k:a}:lease",
+            fence_key: "sf:r:v1:{k:a}:fence",
+            followed_done: None,
+            token: "t1",
+            lease_ms: 10_000,
+            fence_ttl_ms: Some(60_000),
+        };
+        let Acquire::Acquired { fence: Some(first) } = s.acquire(&mut con, &claim).unwrap() else {
+            panic!("a fenced acquire returns a token");
+        };
+        let _: () = redis::cmd("DEL")
+            .arg(claim.fence_key)
+            .query(&mut con)
+            .unwrap();
+        let retried = s.acquire(&mut con, &claim).unwrap();
+        let Acquire::Acquired { fence: Some(again) } = retried else {
+            panic!("{retried:?}");
+        };
+        assert!(again >= first, "{again} < {first}");
     }
 }

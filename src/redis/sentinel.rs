@@ -4,9 +4,13 @@
 //! no timeouts (it connects with `Client::get_connection()`), so one hung
 //! sentinel would hang every dial. This asks `SENTINEL
 //! get-master-addr-by-name` of each sentinel in turn, each within the
-//! connect and I/O timeouts, and takes the first answer.
+//! connect and I/O timeouts, and takes the first answer. The sentinel that
+//! answered is asked first next time (as Redis's guidelines for sentinel
+//! clients advise), so a dead or hung one costs its timeouts once, not at
+//! every dial.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use redis::{Client, Connection, ConnectionAddr, ConnectionInfo, RedisResult};
 
@@ -21,6 +25,8 @@ pub(super) struct Sentinel {
     /// TLS), from the `primary_url` given at open.
     primary: ConnectionInfo,
     config: RedisConfig,
+    /// The sentinel that answered last: asked first.
+    preferred: AtomicUsize,
 }
 
 impl Sentinel {
@@ -35,21 +41,23 @@ impl Sentinel {
             service: service.to_owned(),
             primary,
             config,
+            preferred: AtomicUsize::new(0),
         }
     }
 
-    /// The primary's address as the first sentinel that answers names it.
-    /// The whole lookup stays within `budget`.
-    fn primary_addr(&self, budget: Duration) -> RedisResult<(String, u16)> {
-        let start = Instant::now();
+    /// The primary's address as the first sentinel that answers names it,
+    /// starting with the one that answered last. Each sentinel gets the
+    /// whole `connect_timeout` and `io_timeout`: a shared budget would be
+    /// spent by the first hung sentinel, hiding the healthy ones behind it.
+    /// So with `n` sentinels a lookup takes at most `n` times the connect
+    /// and I/O timeouts.
+    fn primary_addr(&self, connect_timeout: Duration) -> RedisResult<(String, u16)> {
         let mut last: Option<redis::RedisError> = None;
-        for sentinel in &self.sentinels {
-            let left = budget.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            let asked = sentinel
-                .get_connection_with_timeout(left)
+        let n = self.sentinels.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        for at in (first..n).chain(0..first) {
+            let asked = self.sentinels[at]
+                .get_connection_with_timeout(connect_timeout)
                 .and_then(|mut con| {
                     con.set_read_timeout(Some(self.config.io_timeout))?;
                     con.set_write_timeout(Some(self.config.io_timeout))?;
@@ -59,7 +67,10 @@ impl Sentinel {
                         .query::<Option<(String, u16)>>(&mut con)
                 });
             match asked {
-                Ok(Some(addr)) => return Ok(addr),
+                Ok(Some(addr)) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Ok(addr);
+                }
                 Ok(None) => {
                     last = Some(redis::RedisError::from((
                         redis::ErrorKind::MasterNameNotFoundBySentinel,
@@ -67,19 +78,19 @@ impl Sentinel {
                         self.service.clone(),
                     )))
                 }
-                Err(e) => last = Some(e),
+                // A sentinel that does not know the name says more about
+                // the setup than one that is down: keep its answer.
+                Err(e) if !is_unknown_name(last.as_ref()) => last = Some(e),
+                Err(_) => {}
             }
         }
         Err(last.unwrap_or_else(|| {
-            redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "no sentinel answered within the connect timeout",
-            ))
+            redis::RedisError::from((redis::ErrorKind::Io, "no sentinel given"))
         }))
     }
 
-    /// Asks the sentinels for the primary, then connects to it; both
-    /// within `timeout` each.
+    /// Asks the sentinels for the primary (each sentinel within `timeout`
+    /// and the I/O timeout), then connects to it within `timeout`.
     pub(super) fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
         let (host, port) = self.primary_addr(timeout)?;
         let addr = match self.primary.addr() {
@@ -94,4 +105,8 @@ impl Sentinel {
         client::client(self.primary.clone().set_addr(addr), &self.config)?
             .get_connection_with_timeout(timeout)
     }
+}
+
+fn is_unknown_name(e: Option<&redis::RedisError>) -> bool {
+    e.is_some_and(|e| e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel)
 }

@@ -38,6 +38,10 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     /// Trust `ca_pem` instead of the system roots.
+    ///
+    /// # Examples
+    ///
+    /// See [`TlsConfig`].
     pub fn with_ca(ca_pem: Vec<u8>) -> Self {
         TlsConfig {
             ca_pem: Some(ca_pem),
@@ -46,6 +50,17 @@ impl TlsConfig {
     }
 
     /// Also present this client certificate and key.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use sync_singleflight::redis::{RedisConfig, TlsConfig};
+    ///
+    /// let mut config = RedisConfig::new("users", 1);
+    /// config.tls = TlsConfig::with_ca(std::fs::read("ca.pem")?)
+    ///     .client_cert(std::fs::read("client.pem")?, std::fs::read("client.key")?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn client_cert(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
         self.client_cert_pem = Some(cert_pem);
         self.client_key_pem = Some(key_pem);
