@@ -55,10 +55,21 @@ fn serve_paused(mode: &str, options: &Options) -> Result<(), String> {
         .as_deref()
         .ok_or("--redis-url is missing")?;
     let mut provider = crate::provider(options);
+    let local = Arc::new(Group::new());
     if options.pause {
         let paused = AtomicBool::new(false);
+        let (group, others) = (Arc::clone(&local), options.callers.len() as u64 - 1);
         provider = provider.with_gate(Box::new(move || {
             if !paused.swap(true, Ordering::SeqCst) {
+                // Every other caller of this replica joins the flight before
+                // the pause: one frozen before it joined would lead a second
+                // flight after SIGCONT, and write a second session that is
+                // no stale duplicate. (Bounded: a slow start only weakens
+                // the demo, it must not hang it.)
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while group.stats().followers_joined < others && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 println!("inside");
                 let _ = std::io::stdout().flush();
                 let mut line = String::new();
@@ -69,14 +80,13 @@ fn serve_paused(mode: &str, options: &Options) -> Result<(), String> {
     let proxy = Proxy {
         store: Store::open_file(file).map_err(|e| format!("opening the shared store: {e}"))?,
         provider,
-        group: Some(Arc::new(Group::new())),
+        group: Some(Arc::clone(&local)),
     };
     let mut config = RedisConfig::new(namespace(mode), 1);
     config.lease = LEASE;
     let redis: RedisGroup<String, Shared> =
         RedisGroup::open(url, config).map_err(|e| format!("opening the Redis group: {e}"))?;
     redis.work("warm-up", || Shared::UnknownToken);
-    let local = proxy.group.as_ref().expect("set above");
     let get_or_create = |token: &str| {
         local.work(token, || {
             redis
