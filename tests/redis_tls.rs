@@ -37,6 +37,16 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` arguments for a new P-256 key without a passphrase
+/// (quick to make).
+const NEW_P256_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 /// A certificate authority: its certificate and key as files in a folder
 /// of its own, where the certificates it signs are made too.
 struct Ca {
@@ -50,32 +60,27 @@ impl Ca {
     }
 }
 
-/// A new self-signed CA called `name` (P-256 keys: quick to make).
+/// A new self-signed CA called `name`.
 fn ca(name: &str) -> Ca {
     let dir = tempfile::tempdir().unwrap();
+    let subject = format!("/CN={name}");
+    let rest = [
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        &subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ];
     openssl(
         dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+        &[&["req", "-x509"][..], &NEW_P256_KEY, &rest].concat(),
     );
     Ca {
         dir,
@@ -106,24 +111,9 @@ fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
     )
     .unwrap();
     let path = |what: &str| file(what).display().to_string();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &path("key"),
-            "-out",
-            &path("csr"),
-            "-subj",
-            "/CN=leaf",
-        ],
-    );
+    let (key, csr) = (path("key"), path("csr"));
+    let rest = ["-keyout", &key, "-out", &csr, "-subj", "/CN=leaf"];
+    openssl(dir, &[&["req", "-new"][..], &NEW_P256_KEY, &rest].concat());
     openssl(
         dir,
         &[
