@@ -205,8 +205,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
         metrics::describe_histogram!(
             "demo_http_request_seconds",
             metrics::Unit::Seconds,
-            "time from a worker taking a request to its reply (queueing before that is \
-             not counted), by mode"
+            "time from a worker taking a request to its reply being ready (queueing before \
+             and sending after are not counted), by mode"
         );
         handle
     })
@@ -390,16 +390,18 @@ fn respond(app: &App, request: tiny_http::Request) -> io::Result<()> {
     };
     let json =
         tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header");
-    let sent = request.respond(
-        tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(json),
-    );
+    // Counted before the answer goes out: a client that got its response
+    // and then scrapes /metrics must find its request counted (counting
+    // after `respond` made tests/http.rs flaky under load).
     metrics::counter!("demo_http_requests_total", "mode" => app.mode, "status" => status.to_string())
         .increment(1);
     metrics::histogram!("demo_http_request_seconds", "mode" => app.mode)
         .record(arrived.elapsed().as_secs_f64());
-    sent
+    request.respond(
+        tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(json),
+    )
 }
 
 /// `GET path` on `base_url`, as text: for `/metrics`, once per run.
