@@ -208,15 +208,17 @@ fn worker() {
         let threads: usize = threads.parse().unwrap();
         let lost = AtomicBool::new(false);
         let start = Barrier::new(threads);
+        let joined_before = group.stats().local.followers_joined;
         let create = |lease: &Lease| {
+            // Every other caller of this process joins the flight before
+            // `f` writes: on a loaded machine a thread still on its way
+            // would otherwise arrive after the flight ended and lead a
+            // second one, writing a second session (in B as well as in a
+            // paused A, where it would also report "inside" again).
+            wait_until("the other callers joined", LONG, || {
+                group.stats().local.followers_joined >= joined_before + threads as u64 - 1
+            });
             if *pause == "1" {
-                // Every other caller joins this flight before the pause: a
-                // thread still on its way when A is stopped would join
-                // after the flight ended and lead a second one (reporting
-                // "inside" again) on a loaded machine.
-                wait_until("the other callers joined", LONG, || {
-                    group.stats().local.followers_joined >= threads as u64 - 1
-                });
                 report("inside");
                 assert_eq!(command().as_deref(), Some("resume"));
                 lost.store(lease.is_lost(), Ordering::SeqCst);
