@@ -37,8 +37,9 @@ fn namespace(mode: &str) -> String {
 }
 
 /// In a replica of a paused run: like any replica, but through
-/// `work_fenced`, and with `--pause` its first verification says `inside`
-/// and waits for a `resume` line (the parent stops it meanwhile).
+/// `work_fenced`; its first verification waits until the replica's other
+/// callers joined the flight, and with `--pause` then says `inside` and
+/// waits for a `resume` line (the parent stops it meanwhile).
 pub fn serve(mode: &str, options: &Options) -> ExitCode {
     if let Err(message) = serve_paused(mode, options) {
         eprintln!("session_storm replica ({mode}): {message}");
@@ -56,27 +57,33 @@ fn serve_paused(mode: &str, options: &Options) -> Result<(), String> {
         .ok_or("--redis-url is missing")?;
     let mut provider = crate::provider(options);
     let local = Arc::new(Group::new());
-    if options.pause {
-        let paused = AtomicBool::new(false);
-        let (group, others) = (Arc::clone(&local), options.callers.len() as u64 - 1);
-        provider = provider.with_gate(Box::new(move || {
-            if !paused.swap(true, Ordering::SeqCst) {
-                // Every other caller of this replica joins the flight before
-                // the pause: one frozen before it joined would lead a second
-                // flight after SIGCONT, and write a second session that is
-                // no stale duplicate. (Bounded: a slow start only weakens
-                // the demo, it must not hang it.)
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while group.stats().followers_joined < others && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                println!("inside");
-                let _ = std::io::stdout().flush();
-                let mut line = String::new();
-                let _ = std::io::stdin().read_line(&mut line);
-            }
-        }));
-    }
+    let gate_shut = AtomicBool::new(false);
+    let (group, others, pause) = (
+        Arc::clone(&local),
+        options.callers.len() as u64 - 1,
+        options.pause,
+    );
+    provider = provider.with_gate(Box::new(move || {
+        if gate_shut.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Every other caller of this replica joins the flight before the
+        // verification goes on: on a loaded machine a caller still on its
+        // way would arrive after the flight ended (or, in the paused
+        // replica, be frozen before it joined) and lead a second flight,
+        // writing a second session that is no stale duplicate. Bounded: a
+        // slow start only weakens the demo, it must not hang it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while group.stats().followers_joined < others && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if pause {
+            println!("inside");
+            let _ = std::io::stdout().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+    }));
     let proxy = Proxy {
         store: Store::open_file(file).map_err(|e| format!("opening the shared store: {e}"))?,
         provider,
