@@ -193,6 +193,31 @@ fn check_failure(out: Output, message: &str) {
     assert!(last.contains(message), "wanted {message:?} in {stderr}");
 }
 
+/// `run_limited` under `ulimit -v 600000`, where the demos must run out of
+/// threads. Rust itself aborts a process whose allocation fails (a spawn's
+/// bookkeeping, or the alternate signal stack std maps for each new thread
+/// before any of its code runs), and under load another thread can take the
+/// last address space between a spawn's stack and those: no code of the
+/// demo's can catch that. Seen in about 1 run in 150 with both cores busy.
+/// Such a run is tried again (at most three in all); any other outcome,
+/// a panic or abort of the demo's own included, is returned as it is.
+fn run_starved(name: &str, args: &[&str]) -> Output {
+    let std_gave_up = |out: &Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(libc::SIGABRT)
+            && (stderr.contains("memory allocation of")
+                || stderr.contains("failed to allocate an alternative stack"))
+    };
+    let mut out = run_limited('v', 600_000, name, args);
+    for _ in 1..3 {
+        if !std_gave_up(&out) {
+            break;
+        }
+        out = run_limited('v', 600_000, name, args);
+    }
+    out
+}
+
 // 600 MB of address space holds a few dozen threads (each reserves its
 // stack, and glibc a malloc arena): the demos must then say that a thread
 // could not start, once, rather than panic, abort or leave the others
@@ -200,7 +225,7 @@ fn check_failure(out: Output, message: &str) {
 
 #[test]
 fn session_storm_reports_a_thread_it_cannot_start() {
-    let out = run_limited('v', 600_000, "session_storm", &["--threads", "2048"]);
+    let out = run_starved("session_storm", &["--threads", "2048"]);
     check_failure(out, "; lower --threads");
 }
 
@@ -209,7 +234,7 @@ fn thundering_herd_refuses_more_threads_than_it_can_start() {
     // Checked before tiny_http starts a thread of its own, since tiny_http
     // panics when it cannot start one.
     let args = ["--concurrency", "1024"];
-    let out = run_limited('v', 600_000, "thundering_herd", &args);
+    let out = run_starved("thundering_herd", &args);
     let message = "--concurrency 1024 needs 3077 threads, and this process cannot start that many";
     check_refusal("thundering_herd", &args, out, 2, message);
 }
