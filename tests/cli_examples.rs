@@ -198,7 +198,8 @@ fn check_failure(out: Output, message: &str) {
 /// bookkeeping, or the alternate signal stack std maps for each new thread
 /// before any of its code runs), and under load another thread can take the
 /// last address space between a spawn's stack and those: no code of the
-/// demo's can catch that. Seen in about 1 run in 150 with both cores busy.
+/// demo's can catch that. Seen once in 14 full test runs with a core kept
+/// busy (and in 7 of 200 starved runs with `MALLOC_ARENA_MAX=1`).
 /// Such a run is tried again (at most three in all); any other outcome,
 /// a panic or abort of the demo's own included, is returned as it is.
 fn run_starved(name: &str, args: &[&str]) -> Output {
