@@ -95,6 +95,6 @@ where
         Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
         F: FnOnce(&Lease) -> V,
     {
-        self.strict_flight(key, f, true)
+        self.local_flight(key, f, true, true)
     }
 }

@@ -242,7 +242,7 @@ where
         Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
         F: FnOnce() -> V,
     {
-        self.strict_flight(key, |_: &Lease| f(), false)
+        self.local_flight(key, |_: &Lease| f(), true, false)
     }
 
     /// A failing-open call, fenced or not.
@@ -258,24 +258,9 @@ where
         }
     }
 
-    /// A strict call, fenced or not.
-    pub(super) fn strict_flight<Q, F>(
-        &self,
-        key: &Q,
-        f: F,
-        fenced: bool,
-    ) -> Result<RemoteOutcome<V>, Error>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToKey<K> + KeyBytes,
-        F: FnOnce(&Lease) -> V,
-    {
-        self.local_flight(key, f, true, fenced)
-    }
-
-    /// Meets the process's other callers in the mode's local group; its
-    /// local leader runs [`flight`](Self::flight).
-    fn local_flight<Q, F>(
+    /// Meets the process's other callers in the mode's local group (strict
+    /// or failing open); its local leader runs [`flight`](Self::flight).
+    pub(super) fn local_flight<Q, F>(
         &self,
         key: &Q,
         f: F,
