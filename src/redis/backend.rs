@@ -12,6 +12,7 @@ use redis::{ConnectionLike, RedisError};
 
 use super::breaker::Breaker;
 use super::client::Dialer;
+use super::locks;
 use super::outcome::Counters;
 use super::pool::{GetError, Pool};
 use super::reply::{Acquire, CallError, LeaseState};
@@ -165,7 +166,7 @@ impl Backend {
     }
 
     fn lock_orphans(&self) -> std::sync::MutexGuard<'_, Vec<Orphan>> {
-        self.orphans.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.orphans)
     }
 
     pub(super) fn orphans(&self) -> Vec<Orphan> {

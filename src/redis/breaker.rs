@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::locks;
+
 /// Failed probes double the cooldown, up to this many times the configured
 /// one: a server that stays down is probed less and less often.
 const MAX_ESCALATION: u32 = 8;
@@ -63,7 +65,7 @@ impl Breaker {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.state)
     }
 
     /// Whether this caller may try Redis now (as the probe, when the

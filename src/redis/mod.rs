@@ -101,6 +101,7 @@ mod health;
 mod key;
 mod lead;
 mod lease;
+mod locks;
 mod open;
 mod outcome;
 mod poll;

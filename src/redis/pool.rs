@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionLike, RedisResult};
 
 use super::client::{Dialer, Link};
+use super::locks;
 
 /// Idle connections, plus how to open new ones.
 pub(super) struct Pool {
@@ -76,7 +77,7 @@ impl Pool {
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.state)
     }
 
     /// An idle connection, or a new one within the connect timeout, or,
@@ -105,11 +106,7 @@ impl Pool {
             if left.is_zero() {
                 return Err(GetError::Busy(self.cap));
             }
-            slots = self
-                .returned
-                .wait_timeout(slots, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            slots = locks::wait_timeout(&self.returned, slots, left);
         }
     }
 

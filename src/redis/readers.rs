@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use super::client::Link;
 
 use super::backend::{Backend, By, is_foreign, is_stale, millis};
+use super::locks;
 use super::reply::{self, CallError, Entry};
 use super::scripts;
 use super::token::new_token;
@@ -163,11 +164,7 @@ impl Readers {
             if left.is_zero() {
                 break Ok(None);
             }
-            state = reader
-                .delivered
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = locks::wait_timeout(&reader.delivered, state, left);
         };
         state.waiting -= 1;
         state.forget(done);
@@ -215,7 +212,7 @@ impl State {
 
 impl Reader {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.state)
     }
 
     fn run(&self, weak: &Weak<Backend>) {
@@ -297,11 +294,7 @@ impl Reader {
                 state.thread_running = false;
                 return None;
             }
-            state = self
-                .work
-                .wait_timeout(state, IDLE - idle)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = locks::wait_timeout(&self.work, state, IDLE - idle);
         }
     }
 

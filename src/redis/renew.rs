@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, By, millis};
+use super::locks;
 use super::reply::LeaseState;
 
 /// How long the thread lingers with nothing to do (at least).
@@ -98,7 +99,7 @@ impl Held {
 }
 
 fn lock(state: &State) -> MutexGuard<'_, Leases> {
-    state.leases.lock().unwrap_or_else(|e| e.into_inner())
+    locks::lock(&state.leases)
 }
 
 /// A running leader's registration; dropping it (panic included) stops the
@@ -209,12 +210,7 @@ fn run(state: &State, weak: &Weak<Backend>) {
             }
             // Not holding the group while asleep: dropping it ends the thread.
             drop(backend);
-            drop(
-                state
-                    .orphan_found
-                    .wait_timeout(leases, wait)
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
+            drop(locks::wait_timeout(&state.orphan_found, leases, wait));
             continue;
         }
         drop(leases);
